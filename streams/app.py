@@ -1,0 +1,118 @@
+"""Faust wiring: the app, its topics and table, the scoring agent and the tick timer.
+
+All decisions live in :mod:`streams.pipeline` and :mod:`streams.scoring`; this module only connects
+them to Faust.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from .closing import encode_tick
+from .pipeline import ScoringPipeline, wall_clock_ms
+from .settings import Settings
+from .topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "agent-state"
+
+
+@dataclass(slots=True)
+class TrustApp:
+    app: faust.App
+    settings: Settings
+    names: TopicNames
+    table: Any
+    pipeline: ScoringPipeline
+
+
+def _broker_urls(bootstrap_servers: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap_servers.split(",") if host.strip()]
+
+
+def create_app(settings: Settings) -> TrustApp:
+    names = TopicNames(settings.topic_prefix)
+    app = faust.App(
+        settings.app_id,
+        broker=_broker_urls(settings.kafka_bootstrap_servers),
+        store="rocksdb://",
+        datadir=str(settings.state_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # Commit often: the replay after a crash is bounded by the commit interval.
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    table = app.Table(
+        STATE_TABLE,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    pipeline = ScoringPipeline(
+        app=app,
+        table=table,
+        names=names,
+        windows=settings.window_policy,
+        config=lambda: settings.scoring_config,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    source = app.topic(
+        *names.signals,
+        names.ticks,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    # concurrency=1: a stateful agent with more would commit offsets past records in flight.
+    @app.agent(source, name="score-signals", concurrency=1)
+    async def score_signals(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.batch_max, within=settings.batch_within_seconds
+        ):
+            await pipeline.process_batch(events)
+
+    @app.timer(settings.tick_interval_seconds, name="window-ticks")
+    async def send_ticks() -> None:
+        consumer = app._consumer  # None until the worker has started its consumer
+        if consumer is None:
+            return
+        owned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == names.ticks)
+        if not owned:
+            return
+        tick = encode_tick(wall_clock_ms())
+        for partition in owned:
+            await app.producer.send(names.ticks, None, tick, partition, None, None)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == names.ticks})
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        owned = sorted(tp.partition for tp in assigned if tp.topic == names.ticks)
+        # A partition that comes back may have changed while away: rebuild its index from state.
+        pipeline.forget_partitions(set(owned))
+        log.info("Assigned partitions %s of %d", owned, settings.partitions)
+
+    return TrustApp(app, settings, names, table, pipeline)

@@ -1,0 +1,105 @@
+"""Durable window closing, driven by ticks that travel through Kafka.
+
+Why ticks: Faust can only write a table while processing an event, and a window must close on the
+wall clock even when no signal arrives. So every worker, every ``tick_interval_seconds``, writes a
+tick (its wall-clock time) to each partition it owns of the internal ticks topic, which is
+co-partitioned with the signal topics and consumed by the same agent. Processing a tick is an event
+like any other: it advances the partition's clock, closes every due window, and its effects are
+changelogged and replayed like a signal's. Nothing about closing lives only in memory: after a
+restart or a rebalance the schedule below is rebuilt from the agents' stored state.
+
+Exactly one update per (agent, window): a window is removed from the agent's state in the same
+write that records the update. A tick redelivered after a crash is recognised by its offset (the
+partition clock remembers the last tick applied) and re-publishes, byte for byte, the updates its
+first processing recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from .scoring.agent import AgentState
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """How far a partition's windows are closed; stored in the state table under CLOCK_KEY."""
+
+    time_ms: int = 0
+    last_tick_offset: int = -1
+
+    def encode(self) -> bytes:
+        return orjson.dumps([self.time_ms, self.last_tick_offset])
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> PartitionClock:
+        if raw is None:
+            return cls()
+        time_ms, offset = orjson.loads(raw)
+        return cls(time_ms, offset)
+
+
+def encode_tick(now_ms: int) -> bytes:
+    return orjson.dumps({"t": now_ms})
+
+
+def decode_tick(raw: bytes | None) -> int | None:
+    """The tick's time, or None for a record that is not a tick (ignored, never fatal)."""
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    t = value.get("t") if isinstance(value, dict) else None
+    return t if isinstance(t, int) and not isinstance(t, bool) else None
+
+
+@dataclass(slots=True)
+class PartitionSchedule:
+    """In-memory index of one partition: which agents have which windows open.
+
+    A cache of what the stored states say, rebuilt by :meth:`rebuild` whenever the partition is
+    (re)assigned, so losing it loses nothing.
+    """
+
+    open_windows: dict[int, set[bytes]] = field(default_factory=dict)
+    #: Agents whose last close came from a given tick offset: re-published if that tick replays.
+    closed_by_tick: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def rebuild(self, agents: Iterable[tuple[bytes, AgentState]]) -> int:
+        self.open_windows.clear()
+        self.closed_by_tick.clear()
+        count = 0
+        for key, state in agents:
+            count += 1
+            self.track(key, state)
+            if state.last_close_tick >= 0:
+                self.closed_by_tick.setdefault(state.last_close_tick, []).append(key)
+        return count
+
+    def track(self, key: bytes, state: AgentState) -> None:
+        for start in state.open_windows:
+            agents = self.open_windows.get(start)
+            if agents is None:
+                self.open_windows[start] = {key}
+            else:
+                agents.add(key)
+
+    def take_due(self, is_due: Callable[[int], bool]) -> list[bytes]:
+        """Remove and return, in a stable order, every agent with a window that is due."""
+        due_starts = [start for start in self.open_windows if is_due(start)]
+        agents: set[bytes] = set()
+        for start in due_starts:
+            agents |= self.open_windows.pop(start)
+        return sorted(agents)
+
+    def take_closed_by(self, tick_offset: int) -> list[bytes]:
+        """Agents closed by the tick at ``tick_offset``; forgets every older tick too."""
+        found = self.closed_by_tick.pop(tick_offset, [])
+        for older in [o for o in self.closed_by_tick if o < tick_offset]:
+            del self.closed_by_tick[older]
+        return found

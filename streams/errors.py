@@ -1,0 +1,13 @@
+"""Every error the service raises on purpose, under one root. Docstrings say what to do."""
+
+
+class TrustServiceError(Exception):
+    """Root of the service's own errors."""
+
+
+class TopicLayoutError(TrustServiceError):
+    """Topics are missing or disagree in partition count; the message says how to fix them."""
+
+
+class BrokerUnavailableError(TrustServiceError):
+    """No Kafka broker answered at the configured bootstrap servers; check TRUST_KAFKA_BOOTSTRAP_SERVERS."""

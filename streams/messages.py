@@ -1,0 +1,175 @@
+"""The wire contract: every message the service reads or writes, as a pydantic model.
+
+``schemas/*.schema.json`` is generated from these models (``python -m streams schemas``) and a test
+fails when the two drift apart. The worker builds outgoing messages as plain dicts on its hot path;
+tests validate what it publishes against these models.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from .scoring.model import Dimension, Tier
+
+#: W3C DID syntax: did:<method>:<method-specific-id>, idchar = ALPHA / DIGIT / "." / "-" / "_" /
+#: pct-encoded, colons allowed inside the method-specific id but not at its end.
+DID_PATTERN = (
+    r"^did:[a-z0-9]+:(?:(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*:)*"
+    r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})+$"
+)
+DID_RE = re.compile(DID_PATTERN)
+MAX_DID_LENGTH = 512
+
+AgentDid = Annotated[
+    str,
+    Field(
+        pattern=DID_PATTERN,
+        max_length=MAX_DID_LENGTH,
+        description="The agent's W3C DID, e.g. did:mesh:agent-42",
+        examples=["did:mesh:agent-42"],
+    ),
+]
+Score = Annotated[int, Field(ge=0, le=1000)]
+EpochTime = Annotated[datetime, Field(description="ISO 8601, UTC")]
+
+
+class Signal(BaseModel):
+    """One judgement of one agent action, on the topic of its dimension."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    agent_did: AgentDid
+    value: Annotated[
+        float,
+        Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False, description="0.0 bad .. 1.0 good"),
+    ]
+    source: Annotated[str, Field(min_length=1, max_length=256)]
+    dimension: Dimension | None = Field(
+        default=None, description="If present it must name the topic's dimension."
+    )
+    details: Annotated[str, Field(max_length=8192)] | None = None
+    trace_id: Annotated[str, Field(max_length=256)] | None = None
+    signal_id: Annotated[str, Field(max_length=256)] | None = None
+    timestamp: AwareDatetime | None = Field(
+        default=None, description="When the action was judged; absent: the record's timestamp."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("source must not be blank")
+        return value
+
+
+class DimensionScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    score: Annotated[float, Field(ge=0, le=100)]
+    signal_count: Annotated[int, Field(ge=0, description="Lifetime signals of this dimension")]
+    window_signal_count: Annotated[int, Field(ge=0, description="Signals stamped in this window")]
+
+
+Dimensions = dict[Dimension, DimensionScore]
+
+
+class ScoreUpdate(BaseModel):
+    """An agent's score when one of its windows closed. Dedupe on (agent_did, window_start)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_did: AgentDid
+    window_start: EpochTime
+    window_end: EpochTime
+    total_score: Score
+    previous_score: Score
+    score_change: Annotated[int, Field(ge=-1000, le=1000)]
+    tier: Tier
+    at_risk: bool
+    revoked: bool
+    dimensions: Dimensions
+    signals_in_window: Annotated[int, Field(ge=0)]
+    late_signals: Annotated[int, Field(ge=0)]
+    weights_version: Annotated[int, Field(ge=0)]
+    computed_at: EpochTime
+
+
+class SignalTriggerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["signal"]
+    signal_id: str | None
+    topic: str
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+
+
+class WindowTriggerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["window"]
+    window_start: EpochTime
+    window_end: EpochTime
+
+
+class RevocationEvent(BaseModel):
+    """An agent's credentials are revoked. The same revocation always carries the same id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["revoked"] = "revoked"
+    revocation_id: str
+    agent_did: AgentDid
+    revoked_at: EpochTime
+    total_score: Score
+    threshold: Score
+    reason: str
+    dimensions: dict[Dimension, Annotated[float, Field(ge=0, le=100)]]
+    trigger: Annotated[SignalTriggerInfo | WindowTriggerInfo, Field(discriminator="kind")]
+    weights_version: Annotated[int, Field(ge=0)]
+
+
+class DeadLetter(BaseModel):
+    """A record the worker could not apply, kept whole with the reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    key: str | None
+    key_encoding: Literal["utf-8", "base64"] | None
+    timestamp: EpochTime | None
+    value: str | None
+    value_encoding: Literal["utf-8", "base64"] | None
+    error_kind: str
+    error: str
+    received_at: EpochTime
+
+
+def iso_utc(epoch_ms: int) -> str:
+    """Epoch ms as ISO 8601 UTC with millisecond precision and a 'Z'."""
+    return (
+        datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6]
+        + "Z"
+    )
+
+
+def message_models() -> dict[str, type[BaseModel]]:
+    """Every wire model by schema file stem."""
+    return {
+        "signal": Signal,
+        "score_update": ScoreUpdate,
+        "revocation": RevocationEvent,
+        "dead_letter": DeadLetter,
+    }
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,81 @@
+"""Encoding of the worker's outputs (score updates, revocations) as the JSON the contract promises.
+
+Built from the frozen records in the agent's state, so a re-published output is byte-identical to
+the first publication.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .messages import iso_utc
+from .scoring import agent as scoring
+from .scoring.model import DIMENSIONS, tier_for
+
+
+def score_update_message(agent_did: str, update: scoring.ScoreUpdate) -> bytes:
+    return orjson.dumps(
+        {
+            "agent_did": agent_did,
+            "window_start": iso_utc(update.window_start_ms),
+            "window_end": iso_utc(update.window_end_ms),
+            "total_score": update.total_score,
+            "previous_score": update.previous_score,
+            "score_change": update.total_score - update.previous_score,
+            "tier": tier_for(update.total_score).value,
+            "at_risk": update.at_risk,
+            "revoked": update.revoked,
+            "dimensions": {
+                d.value: {
+                    "score": update.dimension_scores[i],
+                    "signal_count": update.lifetime_counts[i],
+                    "window_signal_count": update.window_counts[i],
+                }
+                for i, d in enumerate(DIMENSIONS)
+            },
+            "signals_in_window": update.signals_in_window,
+            "late_signals": update.late_signals,
+            "weights_version": update.weights_version,
+            "computed_at": iso_utc(update.computed_at_ms),
+        }
+    )
+
+
+def revocation_message(
+    agent_did: str, revocation: scoring.Revocation, signal_topics: tuple[str, ...], window_ms: int
+) -> bytes:
+    trigger: dict[str, Any]
+    if isinstance(revocation.trigger, scoring.SignalTrigger):
+        t = revocation.trigger
+        trigger = {
+            "kind": "signal",
+            "signal_id": t.signal_id,
+            "topic": signal_topics[t.dimension],
+            "partition": t.partition,
+            "offset": t.offset,
+        }
+    else:
+        start = revocation.trigger.window_start_ms
+        trigger = {
+            "kind": "window",
+            "window_start": iso_utc(start),
+            "window_end": iso_utc(start + window_ms),
+        }
+    return orjson.dumps(
+        {
+            "type": "revoked",
+            "revocation_id": revocation.revocation_id,
+            "agent_did": agent_did,
+            "revoked_at": iso_utc(revocation.revoked_at_ms),
+            "total_score": revocation.total_score,
+            "threshold": revocation.threshold,
+            "reason": revocation.reason,
+            "dimensions": {
+                d.value: revocation.dimension_scores[i] for i, d in enumerate(DIMENSIONS)
+            },
+            "trigger": trigger,
+            "weights_version": revocation.weights_version,
+        }
+    )

@@ -1,0 +1,322 @@
+"""The hot path: one batch of records in, state changes and outputs out.
+
+A batch is split by partition. Each partition's records are processed in order, synchronously,
+against a per-batch cache of agent states (one table read and one table write per agent per batch);
+then outputs are published in an order that makes them safe to repeat:
+
+1. dead letters and state writes (table + changelog) are queued;
+2. if the batch produced score updates or revocations, the producer is flushed, so the state that
+   records those outputs is durable in the changelog before any of them can be seen;
+3. the updates and revocations are published.
+
+Offsets are committed by Faust only after the batch is acknowledged and the producer flushed, so a
+crash at any point replays records whose effects are either absent (applied again) or recorded
+(recognised, and their recorded outputs re-published identically).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .closing import PartitionClock, PartitionSchedule, decode_tick
+from .intake import Rejection, dead_letter, read_signal
+from .outputs import revocation_message, score_update_message
+from .scoring.agent import (
+    AgentState,
+    Revocation,
+    SignalTrigger,
+    WindowTrigger,
+    apply_signal,
+    close_windows,
+)
+from .scoring.model import ScoringConfig
+from .scoring.windows import WindowPolicy
+from .statestore import CLOCK_KEY, PartitionStates, bind_partition, iter_partition_agents
+from .topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Messages produced by one batch: (topic, key, value, partition)."""
+
+    dead_letters: list[tuple[str, bytes | None, bytes, int]] = field(default_factory=list)
+    ordered: list[tuple[str, bytes, bytes, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PipelineCounters:
+    signals_applied: list[int] = field(default_factory=lambda: [0] * 5)
+    duplicates_skipped: int = 0
+    dead_letters: int = 0
+    revocations: int = 0
+    windows_closed: int = 0
+    updates_republished: int = 0
+
+
+class ScoringPipeline:
+    def __init__(
+        self,
+        *,
+        app: Any,
+        table: Any,
+        names: TopicNames,
+        windows: WindowPolicy,
+        config: Callable[[], ScoringConfig],
+        max_message_bytes: int,
+        now_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.names = names
+        self.windows = windows
+        self.config = config
+        self.max_message_bytes = max_message_bytes
+        self.now_ms = now_ms
+        self.dimension_of_topic = {name: i for i, name in enumerate(names.signals)}
+        self.schedules: dict[int, PartitionSchedule] = {}
+        self.clocks: dict[int, PartitionClock] = {}
+        self.counters = PipelineCounters()
+
+    # -- partition lifecycle -------------------------------------------------------------------
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop in-memory indexes of partitions this worker no longer owns."""
+        for p in partitions:
+            self.schedules.pop(p, None)
+            self.clocks.pop(p, None)
+
+    def _schedule_for(self, partition: int) -> PartitionSchedule:
+        schedule = self.schedules.get(partition)
+        if schedule is None:
+            started = time.perf_counter()
+            schedule = PartitionSchedule()
+            count = schedule.rebuild(iter_partition_agents(self.table, partition))
+            self.schedules[partition] = schedule
+            log.info(
+                "Partition %d: window schedule rebuilt from %d stored agents in %.3f s",
+                partition,
+                count,
+                time.perf_counter() - started,
+            )
+        return schedule
+
+    def _clock_for(self, partition: int) -> PartitionClock:
+        clock = self.clocks.get(partition)
+        if clock is None:
+            clock = PartitionClock.decode(self.table.get(CLOCK_KEY))
+            self.clocks[partition] = clock
+        return clock
+
+    # -- the batch -----------------------------------------------------------------------------
+
+    async def process_batch(self, events: Sequence[Any]) -> None:
+        by_partition: dict[int, list[Any]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        outbox = Outbox()
+        for partition, partition_events in by_partition.items():
+            self._process_partition(partition, partition_events, outbox)
+        await self._publish(outbox)
+
+    def _process_partition(self, partition: int, events: list[Any], outbox: Outbox) -> None:
+        bind_partition(events[0])
+        schedule = self._schedule_for(partition)
+        clock = self._clock_for(partition)
+        states = PartitionStates(self.table, partition)
+        ticks_topic = self.names.ticks
+        clock_moved = False
+        for event in events:
+            message = event.message
+            if message.topic == ticks_topic:
+                clock_moved |= self._on_tick(message, states, schedule, clock, outbox)
+            else:
+                self._on_signal(message, states, schedule, clock, outbox)
+        bind_partition(events[0])
+        states.write_dirty()
+        if clock_moved:
+            # Written last: changelog records of one partition stay in order, so a stored clock
+            # proves every state write of the ticks it covers is stored too.
+            self.table[CLOCK_KEY] = clock.encode()
+
+    def _on_signal(
+        self,
+        message: Any,
+        states: PartitionStates,
+        schedule: PartitionSchedule,
+        clock: PartitionClock,
+        outbox: Outbox,
+    ) -> None:
+        dimension = self.dimension_of_topic[message.topic]
+        record_ms = round(message.timestamp * 1000)
+        signal = read_signal(
+            dimension, message.key, message.value, record_ms, self.max_message_bytes
+        )
+        if isinstance(signal, Rejection):
+            self.counters.dead_letters += 1
+            log.debug("Dead letter %s[%d]@%d: %s", message.topic, message.partition,
+                      message.offset, signal.message)
+            outbox.dead_letters.append(
+                (
+                    self.names.deadletter,
+                    message.key,
+                    dead_letter(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        record_ms,
+                        signal,
+                        self.now_ms(),
+                    ),
+                    message.partition,
+                )
+            )
+            return
+        key: bytes = message.key
+        state = states.get_or_new(key)
+        outcome = apply_signal(
+            signal.agent_did,
+            state,
+            SignalTrigger(dimension, message.partition, message.offset, signal.signal_id),
+            signal.value,
+            signal.timestamp_ms,
+            self.now_ms(),
+            clock.time_ms,
+            self.windows,
+            self.config(),
+        )
+        if outcome.applied:
+            self.counters.signals_applied[dimension] += 1
+            states.mark_dirty(key)
+            schedule.track(key, state)
+            if outcome.revocation is not None:
+                self._queue_revocation(signal.agent_did, key, outcome.revocation, message, outbox)
+        else:
+            self.counters.duplicates_skipped += 1
+            # A redelivery: the state may exist only locally if the crash beat the changelog, so
+            # write it again; and re-publish the revocation this very signal caused, if any.
+            states.mark_dirty(key)
+            if outcome.republish is not None:
+                self._queue_revocation(signal.agent_did, key, outcome.republish, message, outbox)
+
+    def _on_tick(
+        self,
+        message: Any,
+        states: PartitionStates,
+        schedule: PartitionSchedule,
+        clock: PartitionClock,
+        outbox: Outbox,
+    ) -> bool:
+        tick_ms = decode_tick(message.value)
+        if tick_ms is None:
+            log.warning("Ignoring a malformed tick at %s[%d]@%d", message.topic,
+                        message.partition, message.offset)
+            return False
+        offset = message.offset
+        partition = message.partition
+        if offset <= clock.last_tick_offset:
+            self._republish_closes(offset, partition, states, schedule, outbox)
+            return False
+        schedule.take_closed_by(offset)
+        clock.last_tick_offset = offset
+        clock.time_ms = max(clock.time_ms, tick_ms)
+        config = self.config()
+        windows = self.windows
+        clock_ms = clock.time_ms
+        for key in schedule.take_due(lambda start: windows.is_closed(start, clock_ms)):
+            state = states.get(key)
+            if state is None:  # pragma: no cover - the schedule only holds stored agents
+                continue
+            agent_did = key.decode()
+            outcome = close_windows(agent_did, state, clock_ms, offset, windows, config)
+            if not outcome.updates:
+                continue
+            states.mark_dirty(key)
+            self.counters.windows_closed += len(outcome.updates)
+            for update in outcome.updates:
+                outbox.ordered.append(
+                    (self.names.scores, key, score_update_message(agent_did, update), partition)
+                )
+            if outcome.revocation is not None:
+                self._queue_revocation(agent_did, key, outcome.revocation, message, outbox)
+        return True
+
+    def _republish_closes(
+        self,
+        tick_offset: int,
+        partition: int,
+        states: PartitionStates,
+        schedule: PartitionSchedule,
+        outbox: Outbox,
+    ) -> None:
+        for key in schedule.take_closed_by(tick_offset):
+            state = states.get(key)
+            if state is None or state.last_close_tick != tick_offset:
+                continue
+            agent_did = key.decode()
+            states.mark_dirty(key)
+            for update in state.last_updates:
+                self.counters.updates_republished += 1
+                outbox.ordered.append(
+                    (self.names.scores, key, score_update_message(agent_did, update), partition)
+                )
+            if _revoked_by_close(state):
+                assert state.revocation is not None
+                outbox.ordered.append(
+                    (
+                        self.names.revocations,
+                        key,
+                        revocation_message(
+                            agent_did, state.revocation, self.names.signals, self.windows.size_ms
+                        ),
+                        partition,
+                    )
+                )
+
+    def _queue_revocation(
+        self, agent_did: str, key: bytes, revocation: Revocation, message: Any, outbox: Outbox
+    ) -> None:
+        self.counters.revocations += 1
+        log.info("Revoking %s: %s", agent_did, revocation.reason)
+        outbox.ordered.append(
+            (
+                self.names.revocations,
+                key,
+                revocation_message(
+                    agent_did, revocation, self.names.signals, self.windows.size_ms
+                ),
+                message.partition,
+            )
+        )
+
+    async def _publish(self, outbox: Outbox) -> None:
+        producer = self.app.producer
+        for topic, key, value, partition in outbox.dead_letters:
+            await producer.send(topic, key, value, partition, None, None)
+        if outbox.ordered:
+            await producer.flush()
+            for topic, key, value, partition in outbox.ordered:
+                await producer.send(topic, key, value, partition, None, None)
+
+
+def _revoked_by_close(state: AgentState) -> bool:
+    """The agent's standing revocation was caused by its last window close."""
+    revocation = state.revocation
+    return (
+        revocation is not None
+        and state.revoked
+        and isinstance(revocation.trigger, WindowTrigger)
+        and bool(state.last_updates)
+        and revocation.trigger.window_start_ms == state.last_updates[-1].window_start_ms
+    )

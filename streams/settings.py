@@ -1,0 +1,91 @@
+"""The one settings object. Every knob is read from the environment with the prefix ``TRUST_``."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .scoring.model import DEFAULT_WEIGHTS, ScoringConfig, config_problems
+from .scoring.windows import WindowPolicy
+
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRUST_", frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        description="Comma-separated host:port list. The default is the local development broker.",
+    )
+    topic_prefix: str = Field(default="agentmesh.", description="Prefix of every topic name.")
+    partitions: int = Field(default=6, ge=1, le=1024, description="Partitions of every topic.")
+    replication_factor: int = Field(default=1, ge=1)
+    app_id: str = Field(default="trust-scorer", description="Consumer group and state namespace.")
+
+    window_seconds: float = Field(default=30.0, gt=0, le=3600)
+    grace_seconds: float = Field(default=5.0, ge=0, le=3600)
+    tick_interval_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often each worker checks for closed windows."
+    )
+
+    revocation_threshold: int = Field(default=300, ge=0, le=1000)
+    warning_threshold: int = Field(default=500, ge=0, le=1000)
+    weight_policy_compliance: float = DEFAULT_WEIGHTS[0]
+    weight_resource_efficiency: float = DEFAULT_WEIGHTS[1]
+    weight_output_quality: float = DEFAULT_WEIGHTS[2]
+    weight_security_posture: float = DEFAULT_WEIGHTS[3]
+    weight_collaboration_health: float = DEFAULT_WEIGHTS[4]
+
+    state_dir: Path = Field(default=Path(".local/state"), description="RocksDB state lives here.")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    admin_token: SecretStr = Field(default=SecretStr(""), description="Bearer token for changes.")
+
+    batch_max: int = Field(default=2000, ge=1, description="Signals taken per processing batch.")
+    batch_within_seconds: float = Field(default=0.05, gt=0)
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check_scoring_defaults(self) -> Settings:
+        problems = config_problems(
+            self.default_weights, self.revocation_threshold, self.warning_threshold
+        )
+        if problems:
+            raise ValueError("invalid scoring defaults: " + "; ".join(problems))
+        return self
+
+    @property
+    def default_weights(self) -> tuple[float, float, float, float, float]:
+        return (
+            self.weight_policy_compliance,
+            self.weight_resource_efficiency,
+            self.weight_output_quality,
+            self.weight_security_posture,
+            self.weight_collaboration_health,
+        )
+
+    @cached_property
+    def scoring_config(self) -> ScoringConfig:
+        return ScoringConfig.validated(
+            self.default_weights, self.revocation_threshold, self.warning_threshold, version=0
+        )
+
+    @cached_property
+    def window_policy(self) -> WindowPolicy:
+        return WindowPolicy(
+            size_ms=round(self.window_seconds * 1000), grace_ms=round(self.grace_seconds * 1000)
+        )
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as a dict safe to log: secrets are shown only as set or unset."""
+        shown = self.model_dump()
+        shown["admin_token"] = "***" if self.admin_token.get_secret_value() else "(unset)"
+        shown["state_dir"] = str(self.state_dir)
+        return shown

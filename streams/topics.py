@@ -1,0 +1,39 @@
+"""Topic names, derived from one prefix, shared by the worker, the tools and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .scoring.model import DIMENSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    prefix: str
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """One signal topic per dimension, in dimension order (index = dimension index)."""
+        return tuple(f"{self.prefix}signals.{d.value}" for d in DIMENSIONS)
+
+    @property
+    def scores(self) -> str:
+        return f"{self.prefix}trust.scores"
+
+    @property
+    def revocations(self) -> str:
+        return f"{self.prefix}trust.revocations"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}signals.deadletter"
+
+    @property
+    def ticks(self) -> str:
+        """Internal: the worker's own clock, one record per partition per tick (see closing.py)."""
+        return f"{self.prefix}trust.internal.ticks"
+
+    @property
+    def copartitioned(self) -> tuple[str, ...]:
+        """Topics that must share one partition count: an agent lives on one partition number."""
+        return (*self.signals, self.ticks, self.scores, self.revocations)
