@@ -9,11 +9,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from .errors import TrustServiceError
+from .settings import Settings
 
 log = logging.getLogger("streams")
 
@@ -22,9 +24,7 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one line, exit status 2."""
 
 
-def _load_settings():  # type: ignore[no-untyped-def]
-    from .settings import Settings
-
+def _load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
@@ -35,7 +35,7 @@ def _load_settings():  # type: ignore[no-untyped-def]
         raise UserError(f"invalid settings: {problems}") from exc
 
 
-def _ensure_topics_or_fail(settings, loop: asyncio.AbstractEventLoop) -> None:  # type: ignore[no-untyped-def]
+def _ensure_topics_or_fail(settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
     from .topicadmin import ensure_topics
 
     try:
@@ -49,21 +49,22 @@ def _ensure_topics_or_fail(settings, loop: asyncio.AbstractEventLoop) -> None:  
         log.info("Created %d topics", len(report.created))
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace) -> NoReturn:
     import faust
 
     from .app import create_app
 
     settings = _load_settings()
-    logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
     log.info("Starting worker with settings %s", settings.masked())
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _ensure_topics_or_fail(settings, loop)
     trust = create_app(settings)
     worker = faust.Worker(trust.app, loop=loop, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
-    return 0  # pragma: no cover - execute_from_commandline exits
+    worker.execute_from_commandline()  # runs until stopped, then exits the process
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -95,7 +96,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trust-streams",
-        description="Trust-score stream processor. Settings come from TRUST_* environment variables.",
+        description="Trust-score stream processor. Settings: TRUST_* environment variables.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -60,10 +60,8 @@ def create_app(settings: Settings) -> TrustApp:
     table = app.Table(
         STATE_TABLE,
         default=None,
-        key_type=bytes,
+        key_type=bytes,  # raw DID bytes: the same bytes producers partition by
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
         partitions=settings.partitions,
     )
     pipeline = ScoringPipeline(
@@ -104,12 +102,15 @@ def create_app(settings: Settings) -> TrustApp:
         for partition in owned:
             await app.producer.send(names.ticks, None, tick, partition, None, None)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+    # mode's Signal.connect is typed for plain callables; async receivers are what it awaits.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+        revoked: set[TP] = args[0]
         pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == names.ticks})
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+        assigned: set[TP] = args[0]
         owned = sorted(tp.partition for tp in assigned if tp.topic == names.ticks)
         # A partition that comes back may have changed while away: rebuild its index from state.
         pipeline.forget_partitions(set(owned))

@@ -10,4 +10,4 @@ class TopicLayoutError(TrustServiceError):
 
 
 class BrokerUnavailableError(TrustServiceError):
-    """No Kafka broker answered at the configured bootstrap servers; check TRUST_KAFKA_BOOTSTRAP_SERVERS."""
+    """No Kafka broker answered at the bootstrap servers: check TRUST_KAFKA_BOOTSTRAP_SERVERS."""

@@ -163,8 +163,13 @@ class ScoringPipeline:
         )
         if isinstance(signal, Rejection):
             self.counters.dead_letters += 1
-            log.debug("Dead letter %s[%d]@%d: %s", message.topic, message.partition,
-                      message.offset, signal.message)
+            log.debug(
+                "Dead letter %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                signal.message,
+            )
             outbox.dead_letters.append(
                 (
                     self.names.deadletter,
@@ -220,8 +225,12 @@ class ScoringPipeline:
     ) -> bool:
         tick_ms = decode_tick(message.value)
         if tick_ms is None:
-            log.warning("Ignoring a malformed tick at %s[%d]@%d", message.topic,
-                        message.partition, message.offset)
+            log.warning(
+                "Ignoring a malformed tick at %s[%d]@%d",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
             return False
         offset = message.offset
         partition = message.partition
@@ -293,9 +302,7 @@ class ScoringPipeline:
             (
                 self.names.revocations,
                 key,
-                revocation_message(
-                    agent_did, revocation, self.names.signals, self.windows.size_ms
-                ),
+                revocation_message(agent_did, revocation, self.names.signals, self.windows.size_ms),
                 message.partition,
             )
         )

@@ -191,7 +191,7 @@ def apply_signal(
     windows: WindowPolicy,
     config: ScoringConfig,
 ) -> SignalOutcome:
-    """Apply one validated signal. ``partition_clock_ms`` is the time up to which windows are closed."""
+    """Apply one validated signal; windows that end (plus grace) by the partition clock are closed."""
     d = trigger.dimension
     if trigger.offset <= state.applied_offsets[d]:
         previous = state.revocation
@@ -214,9 +214,7 @@ def apply_signal(
     if windows.is_closed(window_start, partition_clock_ms):
         # Late: its window was already reported. Applied all the same, and owed to the window that
         # is open now, whose update counts it in late_signals.
-        tally = state.open_windows.setdefault(
-            windows.start_of(partition_clock_ms), WindowTally()
-        )
+        tally = state.open_windows.setdefault(windows.start_of(partition_clock_ms), WindowTally())
         tally.late += 1
     else:
         state.open_windows.setdefault(window_start, WindowTally()).counts[d] += 1

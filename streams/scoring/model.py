@@ -56,7 +56,7 @@ def tier_for(total_score: int) -> Tier:
 
 
 class InvalidScoringConfig(ValueError):
-    """A weights or thresholds update broke a rule; nothing was changed. Fix the values and resend."""
+    """A weights or thresholds update broke a rule; nothing changed. Fix the values, resend."""
 
 
 WEIGHT_SUM_TOLERANCE = 0.001
@@ -115,7 +115,8 @@ def config_problems(
                 total += weight
             if abs(total - 1.0) >= WEIGHT_SUM_TOLERANCE:
                 problems.append(
-                    f"weights must sum to 1.0 (within {WEIGHT_SUM_TOLERANCE}), they sum to {total:.6f}"
+                    f"weights must sum to 1.0 (within {WEIGHT_SUM_TOLERANCE}), "
+                    f"they sum to {total:.6f}"
                 )
     for name, threshold in (
         ("revocation_threshold", revocation_threshold),
@@ -125,10 +126,7 @@ def config_problems(
             problems.append(f"{name} must be an integer")
         elif not 0 <= threshold <= MAX_SCORE:
             problems.append(f"{name} must be in 0..{MAX_SCORE}, got {threshold}")
-    if (
-        not problems
-        and revocation_threshold > warning_threshold
-    ):
+    if not problems and revocation_threshold > warning_threshold:
         problems.append(
             f"revocation_threshold ({revocation_threshold}) must not exceed "
             f"warning_threshold ({warning_threshold})"

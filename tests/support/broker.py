@@ -80,9 +80,10 @@ def provide_broker() -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    was_running = subprocess.run(
-        [str(LOCAL_BROKER), "status"], capture_output=True, check=False
-    ).returncode == 0
+    was_running = (
+        subprocess.run([str(LOCAL_BROKER), "status"], capture_output=True, check=False).returncode
+        == 0
+    )
     address = local_broker("start")
     if not reachable(address):
         raise BrokerUnavailable(f"local broker reported {address!r} but it does not answer")

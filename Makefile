@@ -1,0 +1,50 @@
+# Two commands matter: `make run` and `make test`. Everything else is what they are built from.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run worker test test-fast lint typecheck check schemas broker-start broker-stop clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## run: the service on the embedded default (a local single-node Kafka, started for you)
+run: $(STAMP)
+	@if [ -z "$$TRUST_KAFKA_BOOTSTRAP_SERVERS" ]; then \
+		export TRUST_KAFKA_BOOTSTRAP_SERVERS=$$(deploy/local/kafka start | tail -n 1); \
+	fi; \
+	exec $(BIN)/python -m streams worker
+
+## test: the whole suite, against a real broker (the local one unless one is configured)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## test-fast: only the tests that need no broker
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check streams tests deploy
+	$(BIN)/ruff format --check streams tests deploy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+schemas: $(STAMP)
+	$(BIN)/python -m streams schemas --out schemas
+
+broker-start:
+	deploy/local/kafka start
+
+broker-stop:
+	deploy/local/kafka stop
+
+clean:
+	deploy/local/kafka stop || true
+	rm -rf $(VENV) .local/state .pytest_cache .mypy_cache .ruff_cache
