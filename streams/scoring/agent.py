@@ -191,7 +191,7 @@ def apply_signal(
     windows: WindowPolicy,
     config: ScoringConfig,
 ) -> SignalOutcome:
-    """Apply one validated signal; windows that end (plus grace) by the partition clock are closed."""
+    """Apply one validated signal; windows ending (plus grace) by the partition clock are closed."""
     d = trigger.dimension
     if trigger.offset <= state.applied_offsets[d]:
         previous = state.revocation
