@@ -52,6 +52,8 @@ def create_app(settings: Settings) -> TrustApp:
         # Commit often: the replay after a crash is bounded by the commit interval.
         broker_commit_interval=1.0,
         table_standby_replicas=0,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,

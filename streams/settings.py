@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     partitions: int = Field(default=6, ge=1, le=1024, description="Partitions of every topic.")
     replication_factor: int = Field(default=1, ge=1)
     app_id: str = Field(default="trust-scorer", description="Consumer group and state namespace.")
+    session_timeout_seconds: float = Field(
+        default=10.0,
+        ge=6,
+        le=300,
+        description="A worker silent this long is presumed dead and its partitions move.",
+    )
 
     window_seconds: float = Field(default=30.0, gt=0, le=3600)
     grace_seconds: float = Field(default=5.0, ge=0, le=3600)

@@ -7,7 +7,9 @@ silently groups mismatched topics apart), so the worker checks before it starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,13 +79,25 @@ async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicRepo
                     raise TopicLayoutError(f"could not create topic {topic}: error code {code}")
                 if code == 0:
                     created.append(topic)
-            existing = await describe_partition_counts(admin, wanted)
+            existing = await _wait_until_visible(admin, wanted)
         check_layout(names, existing, settings.partitions)
         if created:
             log.info("Created topics: %s", ", ".join(created))
         return TopicReport(tuple(created), existing)
     finally:
         await admin.close()
+
+
+async def _wait_until_visible(
+    admin: AIOKafkaAdminClient, topics: Sequence[str], timeout: float = 30.0
+) -> dict[str, int]:
+    """Topic metadata reaches every broker a moment after creation; wait for it, not longer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await describe_partition_counts(admin, topics)
+        if len(counts) == len(topics) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.1)
 
 
 def check_layout(names: TopicNames, counts: dict[str, int], partitions: int) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import RecordMetadata
 
 from .broker import reachable
 
@@ -67,20 +68,23 @@ async def produce(
     records: Iterable[tuple[str, bytes | None, bytes | None]],
     *,
     partition_of: Callable[[str, bytes | None], int | None] | None = None,
-) -> int:
-    """Send (topic, key, value) records and wait until all are acknowledged."""
-    sent = 0
-    async with producer(bootstrap) as p:
+) -> list[tuple[str, int, int]]:
+    """Send (topic, key, value) records, wait for every ack; (topic, partition, offset) of each."""
+    placed: list[tuple[str, int, int]] = []
+    async with producer(bootstrap, max_request_size=4 * 1024 * 1024) as p:
         futures = []
         for topic, key, value in records:
             partition = partition_of(topic, key) if partition_of else None
             futures.append(await p.send(topic, value=value, key=key, partition=partition))
-            sent += 1
             if len(futures) >= 5000:
-                await asyncio.gather(*futures)
+                placed.extend(_positions(await asyncio.gather(*futures)))
                 futures.clear()
-        await asyncio.gather(*futures)
-    return sent
+        placed.extend(_positions(await asyncio.gather(*futures)))
+    return placed
+
+
+def _positions(metadata: Iterable[RecordMetadata]) -> list[tuple[str, int, int]]:
+    return [(m.topic, m.partition, m.offset) for m in metadata]
 
 
 async def consume(

@@ -64,11 +64,22 @@ class Fleet:
         return len(self.sent[did])
 
 
+def iso_ms(text: str) -> int:
+    """ISO 8601 (with Z or an offset) to epoch ms."""
+    return round(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def lifetime_signals(update: dict) -> int:  # type: ignore[type-arg]
+    return sum(d["signal_count"] for d in update["dimensions"].values())
+
+
 def latest_update_per_agent(updates: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
     latest: dict[str, dict] = {}  # type: ignore[type-arg]
     for update in updates:
         did = update["agent_did"]
-        if did not in latest or update["window_start"] >= latest[did]["window_start"]:
+        if did not in latest or iso_ms(update["window_start"]) >= iso_ms(
+            latest[did]["window_start"]
+        ):
             latest[did] = update
     return latest
 
