@@ -49,6 +49,15 @@ def create_app(settings: Settings) -> TrustApp:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Batch produce requests: changelog writes come one per agent per batch, and unbatched
+        # they cost a syscall and a request each.
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
+        # Small prefetch per partition: the ticks topic must not wait behind megabytes of
+        # prefetched signals, or windows close late under backlog.
+        consumer_max_fetch_size=settings.fetch_bytes_per_partition,
+        broker_max_poll_records=settings.batch_max,
+        stream_buffer_maxsize=settings.batch_max,
         # Commit often: the replay after a crash is bounded by the commit interval.
         broker_commit_interval=1.0,
         table_standby_replicas=0,
@@ -103,6 +112,15 @@ def create_app(settings: Settings) -> TrustApp:
         tick = encode_tick(wall_clock_ms())
         for partition in owned:
             await app.producer.send(names.ticks, None, tick, partition, None, None)
+
+    last_reported: list[str] = [""]
+
+    @app.timer(10.0, name="progress-report")
+    async def report_progress() -> None:
+        report = pipeline.counters.describe()
+        if report != last_reported[0]:
+            last_reported[0] = report
+            log.info("Progress: %s", report)
 
     # mode's Signal.connect is typed for plain callables; async receivers are what it awaits.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

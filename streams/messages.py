@@ -55,7 +55,9 @@ class Signal(BaseModel):
     trace_id: Annotated[str, Field(max_length=256)] | None = None
     signal_id: Annotated[str, Field(max_length=256)] | None = None
     timestamp: AwareDatetime | None = Field(
-        default=None, description="When the action was judged; absent: the record's timestamp."
+        default=None,
+        strict=True,
+        description="When the action was judged, ISO 8601 with a zone; absent: the record's time.",
     )
 
     @field_validator("source")

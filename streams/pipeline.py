@@ -61,6 +61,18 @@ class PipelineCounters:
     revocations: int = 0
     windows_closed: int = 0
     updates_republished: int = 0
+    ticks: int = 0
+    #: How far behind the wall clock the last tick was when processed (ms).
+    tick_lag_ms: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"signals applied {sum(self.signals_applied)}, "
+            f"redeliveries skipped {self.duplicates_skipped}, dead letters {self.dead_letters}, "
+            f"windows closed {self.windows_closed}, revocations {self.revocations}, "
+            f"updates re-published {self.updates_republished}, ticks {self.ticks} "
+            f"(last {self.tick_lag_ms} ms behind)"
+        )
 
 
 class ScoringPipeline:
@@ -234,6 +246,8 @@ class ScoringPipeline:
             return False
         offset = message.offset
         partition = message.partition
+        self.counters.ticks += 1
+        self.counters.tick_lag_ms = self.now_ms() - tick_ms
         if offset <= clock.last_tick_offset:
             self._republish_closes(offset, partition, states, schedule, outbox)
             return False

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(default=2000, ge=1, description="Signals taken per processing batch.")
     batch_within_seconds: float = Field(default=0.05, gt=0)
+    fetch_bytes_per_partition: int = Field(
+        default=64 * 1024,
+        ge=16 * 1024,
+        description="Prefetch per partition; bounds how long a tick waits behind a backlog.",
+    )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 

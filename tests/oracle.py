@@ -149,9 +149,9 @@ def tier(total: int) -> str:
 class OracleAgent:
     """One agent's scoring state, as the contract describes it.
 
-    ``record`` appends a signal to its dimension's last-100 buffer and recalculates at once when the
-    signal is critical (value < 0.3). ``recalculate`` is what every window close does. Times (``at``)
-    are opaque to the oracle: they only label history entries.
+    ``record`` appends a signal to its dimension's last-100 buffer and recalculates at once when
+    the signal is critical (value < 0.3). ``recalculate`` is what every window close does. Times
+    (``at``) are opaque to the oracle: they only label history entries.
     """
 
     def __init__(

@@ -197,6 +197,7 @@ def apply_signal(
         previous = state.revocation
         if (
             previous is not None
+            and state.revoked
             and isinstance(previous.trigger, SignalTrigger)
             and previous.trigger.same_record(trigger)
         ):

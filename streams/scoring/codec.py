@@ -131,6 +131,13 @@ def decode_state(data: bytes) -> AgentState:
             f"agent state format {version!r} is not understood by this release "
             f"(it reads format {FORMAT_VERSION}); upgrade the worker"
         )
+    try:
+        return _state_from_fields(raw)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise StateFormatError(f"agent state record is damaged: {exc!r}") from exc
+
+
+def _state_from_fields(raw: list[Any]) -> AgentState:
     (
         _,
         recent,

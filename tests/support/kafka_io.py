@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import RecordMetadata
 
 from .broker import reachable
@@ -108,7 +109,13 @@ async def consume(
     )
     records: list[Record] = []
     deadline = time.monotonic() + timeout
-    await asyncio.wait_for(consumer.start(), timeout=max(1.0, timeout))
+    try:
+        await asyncio.wait_for(consumer.start(), timeout=max(1.0, timeout))
+    except (KafkaConnectionError, TimeoutError) as exc:
+        await consumer.stop()
+        raise DeadlineExceeded(
+            f"could not start reading {what}: the broker at {bootstrap} no longer answers ({exc})"
+        ) from exc
     try:
         while not until(records):
             remaining = deadline - time.monotonic()
