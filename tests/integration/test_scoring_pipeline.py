@@ -9,6 +9,7 @@ from collections import Counter
 
 import orjson
 
+from streams.messages import DeadLetter, RevocationEvent, ScoreUpdate
 from tests.oracle import DEFAULT_WEIGHTS, DIMENSIONS, OracleAgent, total_score
 from tests.support.fleet import (
     FleetScript,
@@ -85,6 +86,7 @@ async def test_fleet_of_1000_agents_over_3_windows_matches_the_oracle(
         assert iso_ms(body["window_end"]) == start_ms + WINDOW_S * 1000
     assert set(by_window) == set(expected)
     for key, body in by_window.items():
+        ScoreUpdate.model_validate(body)
         assert_update_matches(body, expected[key])
 
     revocations = await consume(
@@ -99,6 +101,8 @@ async def test_fleet_of_1000_agents_over_3_windows_matches_the_oracle(
     assert max(revoked.values()) == 1
     for record in revocations:
         body = record.json()
+        RevocationEvent.model_validate(body)
+        assert record.key == body["agent_did"].encode()
         assert body["total_score"] < 300
         # The event explains itself: its dimension scores give its total.
         assert total_score(body["dimensions"], DEFAULT_WEIGHTS) == body["total_score"]
@@ -244,6 +248,7 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_are_
     letters = {}
     for record in dead:
         body = record.json()
+        DeadLetter.model_validate(body)
         letters[(body["topic"], body["partition"], body["offset"])] = body
     assert set(letters) == set(expected_by_position)
     for position, kind in expected_by_position.items():
