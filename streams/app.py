@@ -16,6 +16,7 @@ from faust.types import TP
 from .closing import encode_tick
 from .pipeline import ScoringPipeline, wall_clock_ms
 from .settings import Settings
+from .statestore import StateStore
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,16 @@ class TrustApp:
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap_servers.split(",") if host.strip()]
+
+
+async def _rewind(app: faust.App, topic: str, partition: int, offset: int) -> None:
+    """Read a partition again from ``offset``, and un-acknowledge what Faust took for a hole."""
+    tp = TP(topic, partition)
+    consumer: Any = app.consumer  # Faust keeps its skipped-offset intervals private
+    holes = consumer._gap.get(tp)
+    if holes:
+        holes.chop(offset, 2**63)
+    await consumer.seek(tp, offset)
 
 
 def create_app(settings: Settings) -> TrustApp:
@@ -77,11 +88,12 @@ def create_app(settings: Settings) -> TrustApp:
     )
     pipeline = ScoringPipeline(
         app=app,
-        table=table,
+        store=StateStore(app, table),
         names=names,
         windows=settings.window_policy,
         config=lambda: settings.scoring_config,
         max_message_bytes=settings.max_message_bytes,
+        rewind=lambda topic, partition, offset: _rewind(app, topic, partition, offset),
     )
     source = app.topic(
         *names.signals,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .closing import PartitionClock, PartitionSchedule, decode_tick
+from .gaps import OffsetGuard, Rewind
 from .intake import Rejection, dead_letter, read_signal
 from .outputs import revocation_message, score_update_message
 from .scoring.agent import (
@@ -35,7 +36,7 @@ from .scoring.agent import (
 )
 from .scoring.model import ScoringConfig
 from .scoring.windows import WindowPolicy
-from .statestore import CLOCK_KEY, PartitionStates, bind_partition, iter_partition_agents
+from .statestore import CLOCK_KEY, PartitionStates, StateStore
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,16 @@ class ScoringPipeline:
         self,
         *,
         app: Any,
-        table: Any,
+        store: StateStore,
         names: TopicNames,
         windows: WindowPolicy,
         config: Callable[[], ScoringConfig],
         max_message_bytes: int,
+        rewind: Rewind,
         now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.app = app
-        self.table = table
+        self.store = store
         self.names = names
         self.windows = windows
         self.config = config
@@ -97,6 +99,7 @@ class ScoringPipeline:
         self.dimension_of_topic = {name: i for i, name in enumerate(names.signals)}
         self.schedules: dict[int, PartitionSchedule] = {}
         self.clocks: dict[int, PartitionClock] = {}
+        self.offsets = OffsetGuard(rewind)
         self.counters = PipelineCounters()
 
     # -- partition lifecycle -------------------------------------------------------------------
@@ -106,13 +109,14 @@ class ScoringPipeline:
         for p in partitions:
             self.schedules.pop(p, None)
             self.clocks.pop(p, None)
+        self.offsets.forget(partitions)
 
     def _schedule_for(self, partition: int) -> PartitionSchedule:
         schedule = self.schedules.get(partition)
         if schedule is None:
             started = time.perf_counter()
             schedule = PartitionSchedule()
-            count = schedule.rebuild(iter_partition_agents(self.table, partition))
+            count = schedule.rebuild(self.store.iter_agents(partition))
             self.schedules[partition] = schedule
             log.info(
                 "Partition %d: window schedule rebuilt from %d stored agents in %.3f s",
@@ -125,26 +129,35 @@ class ScoringPipeline:
     def _clock_for(self, partition: int) -> PartitionClock:
         clock = self.clocks.get(partition)
         if clock is None:
-            clock = PartitionClock.decode(self.table.get(CLOCK_KEY))
+            clock = PartitionClock.decode(self.store.get(partition, CLOCK_KEY))
             self.clocks[partition] = clock
         return clock
 
     # -- the batch -----------------------------------------------------------------------------
 
     async def process_batch(self, events: Sequence[Any]) -> None:
+        admitted, holes = self.offsets.admit(events)
         by_partition: dict[int, list[Any]] = {}
-        for event in events:
+        for event in admitted:
             by_partition.setdefault(event.message.partition, []).append(event)
         outbox = Outbox()
-        for partition, partition_events in by_partition.items():
-            self._process_partition(partition, partition_events, outbox)
+        writes = [
+            (partition, self._process_partition(partition, partition_events, outbox))
+            for partition, partition_events in by_partition.items()
+        ]
+        for partition, changes in writes:
+            await self.store.write(partition, changes)
         await self._publish(outbox)
+        if holes:
+            await self.offsets.rewind_holes(holes)
 
-    def _process_partition(self, partition: int, events: list[Any], outbox: Outbox) -> None:
-        bind_partition(events[0])
+    def _process_partition(
+        self, partition: int, events: list[Any], outbox: Outbox
+    ) -> list[tuple[bytes, bytes]]:
+        """Apply one partition's records in order; return the table writes they amount to."""
         schedule = self._schedule_for(partition)
         clock = self._clock_for(partition)
-        states = PartitionStates(self.table, partition)
+        states = PartitionStates(self.store, partition)
         ticks_topic = self.names.ticks
         clock_moved = False
         for event in events:
@@ -153,12 +166,12 @@ class ScoringPipeline:
                 clock_moved |= self._on_tick(message, states, schedule, clock, outbox)
             else:
                 self._on_signal(message, states, schedule, clock, outbox)
-        bind_partition(events[0])
-        states.write_dirty()
+        changes = states.encoded_changes()
         if clock_moved:
             # Written last: changelog records of one partition stay in order, so a stored clock
             # proves every state write of the ticks it covers is stored too.
-            self.table[CLOCK_KEY] = clock.encode()
+            changes.append((CLOCK_KEY, clock.encode()))
+        return changes
 
     def _on_signal(
         self,

@@ -1,18 +1,24 @@
-"""Per-partition access to the agent-state table, one read and one write per agent per batch.
+"""The agent-state table's storage, read and written one partition and one batch at a time.
 
-Faust routes a table read or write to the RocksDB of the *current event's* partition and writes
-the changelog record to that partition. A batch holds events of several partitions, so before
-touching the table for partition ``p`` we make an event of ``p`` the current one
-(:func:`bind_partition`). Keys are raw DID bytes, the same bytes producers partition by.
+The table is an ordinary Faust table (``rocksdb://``, changelogged, restored by Faust on
+assignment), but the hot path does not go through Faust's per-key API: that path reads RocksDB
+twice per lookup, builds a future and a coroutine per changelog record, and writes RocksDB's
+"persisted offset" once per record. Here a batch's states go to RocksDB in one write batch and to
+the changelog in one producer batch per partition, and the persisted offset is recorded once per
+batch. The bytes written are exactly what Faust itself would write (raw keys, raw values), so
+Faust's recovery and standby replicas read them as their own.
+
+Keys are raw DID bytes, the same bytes producers partition by.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from faust.streams import _current_event
+from faust.types import TP
+from rocksdict import WriteBatch
 
 from .scoring.agent import AgentState
 from .scoring.codec import decode_state, encode_state
@@ -22,18 +28,78 @@ RESERVED_PREFIX = b"\x00"
 CLOCK_KEY = b"\x00partition-clock"
 
 
-def bind_partition(event: Any) -> None:
-    """Make ``event`` the current event, so table I/O goes to its partition."""
-    _current_event.set(weakref.ref(event))
+class StateStore:
+    def __init__(self, app: Any, table: Any) -> None:
+        self._app = app
+        self._table = table
+
+    @property
+    def changelog_topic(self) -> str:
+        return str(self._table.changelog_topic.get_topic_name())
+
+    def _db(self, partition: int) -> Any:
+        return self._table.data._db_for_partition(partition)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        value: bytes | None = self._db(partition).get(key)
+        return value
+
+    def iter_agents(self, partition: int) -> Iterator[tuple[bytes, AgentState]]:
+        """Every agent state stored locally for ``partition`` (after recovery: all of them)."""
+        offset_key = self._table.data.offset_key
+        for key, value in self._db(partition).items():
+            if key == offset_key or key.startswith(RESERVED_PREFIX):
+                continue
+            yield key, decode_state(value)
+
+    async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Store ``items`` locally and queue them, in order, on the changelog partition.
+
+        Returns once they are queued; the producer flush before each offset commit (and before
+        any output that depends on them) is what makes them durable.
+        """
+        if not items:
+            return
+        batch = WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        self._db(partition).write(batch)
+
+        producer = self._app.producer._ensure_producer()  # the AIOKafkaProducer behind Faust's
+        topic = self.changelog_topic
+        builder = producer.create_batch()
+        count = 0
+        last: asyncio.Future[Any] | None = None
+        for key, value in items:
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                last = await producer.send_batch(builder, topic, partition=partition)
+                _remember_offset(last, self._table.data, TP(topic, partition), count)
+                builder = producer.create_batch()
+                count = 0
+                builder.append(key=key, value=value, timestamp=None)
+            count += 1
+        last = await producer.send_batch(builder, topic, partition=partition)
+        _remember_offset(last, self._table.data, TP(topic, partition), count)
+
+
+def _remember_offset(future: asyncio.Future[Any], store: Any, tp: TP, count: int) -> None:
+    """Once a changelog batch is stored by Kafka, record its last offset as Faust's own
+    "persisted offset", so a restart replays only the changelog written after it."""
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            store.set_persisted_offset(tp, f.result().offset + count - 1)
+
+    future.add_done_callback(done)
 
 
 class PartitionStates:
-    """Agent states of one partition, cached for the length of one batch."""
+    """Agent states of one partition, each read at most once and written at most once per batch."""
 
-    __slots__ = ("_dirty", "_loaded", "partition", "table")
+    __slots__ = ("_dirty", "_loaded", "partition", "store")
 
-    def __init__(self, table: Any, partition: int) -> None:
-        self.table = table
+    def __init__(self, store: StateStore, partition: int) -> None:
+        self.store = store
         self.partition = partition
         self._loaded: dict[bytes, AgentState | None] = {}
         self._dirty: set[bytes] = set()
@@ -42,7 +108,7 @@ class PartitionStates:
         try:
             return self._loaded[key]
         except KeyError:
-            raw = self.table.get(key)
+            raw = self.store.get(self.partition, key)
             state = None if raw is None else decode_state(raw)
             self._loaded[key] = state
             return state
@@ -57,25 +123,12 @@ class PartitionStates:
     def mark_dirty(self, key: bytes) -> None:
         self._dirty.add(key)
 
-    def write_dirty(self) -> int:
-        """Write every changed state once (store + changelog). Needs the partition bound."""
-        table = self.table
+    def encoded_changes(self) -> list[tuple[bytes, bytes]]:
         loaded = self._loaded
+        changes = []
         for key in self._dirty:
             state = loaded[key]
             assert state is not None
-            table[key] = encode_state(state)
-        written = len(self._dirty)
+            changes.append((key, encode_state(state)))
         self._dirty.clear()
-        return written
-
-
-def iter_partition_agents(table: Any, partition: int) -> Iterator[tuple[bytes, AgentState]]:
-    """Every agent state stored locally for ``partition`` (after recovery, that is all of them)."""
-    store = table.data
-    db = store._db_for_partition(partition)
-    offset_key = store.offset_key
-    for key, value in db.items():
-        if key == offset_key or key.startswith(RESERVED_PREFIX):
-            continue
-        yield key, decode_state(value)
+        return changes

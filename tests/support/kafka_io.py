@@ -7,6 +7,7 @@ still answers, so a dead broker reads as a dead broker and not as a hang or a va
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -112,7 +113,7 @@ async def consume(
     try:
         await asyncio.wait_for(consumer.start(), timeout=max(1.0, timeout))
     except (KafkaConnectionError, TimeoutError) as exc:
-        await consumer.stop()
+        await _stop_quietly(consumer)
         raise DeadlineExceeded(
             f"could not start reading {what}: the broker at {bootstrap} no longer answers ({exc})"
         ) from exc
@@ -136,8 +137,14 @@ async def consume(
                     for m in messages
                 )
     finally:
-        await consumer.stop()
+        await _stop_quietly(consumer)
     return records
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer whose broker may be gone: the wait's own error is the one to report."""
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(consumer.stop(), timeout=10)
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
