@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## run: the service on the embedded default (a local single-node Kafka, started for you)
+## run: the live demo on the embedded default: a local Kafka, a worker and a simulated fleet
 run: $(STAMP)
+	$(BIN)/python -m streams demo
+
+## worker: one worker on the embedded default (a local single-node Kafka, started for you)
+worker: $(STAMP)
 	@if [ -z "$$TRUST_KAFKA_BOOTSTRAP_SERVERS" ]; then \
 		export TRUST_KAFKA_BOOTSTRAP_SERVERS=$$(deploy/local/kafka start | tail -n 1); \
 	fi; \
