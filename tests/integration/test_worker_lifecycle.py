@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.support.kafka_io import consume
+from tests.support.kafka_io import consume, create_topics
 
 
 async def _group_members(bootstrap: str, group: str) -> int:
@@ -42,3 +42,20 @@ async def test_worker_joins_its_group_and_stops_cleanly_on_sigterm(
     log = worker.log
     assert "Traceback" not in log, log[-4000:]
     assert await _group_members(kafka_bootstrap, app_id) == 0
+
+
+async def test_worker_refuses_to_start_when_signal_topics_disagree_in_partition_count(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    await create_topics(kafka_bootstrap, [f"{topic_prefix}signals.policy_compliance"], 3)
+    await create_topics(kafka_bootstrap, [f"{topic_prefix}signals.security_posture"], 2)
+
+    worker = spawn_worker(partitions="3")
+    assert worker.process is not None
+    code = worker.process.wait(timeout=60)
+
+    assert code == 2
+    log = worker.log
+    assert "must share one partition count" in log
+    assert f"{topic_prefix}signals.security_posture=2" in log
+    assert "Traceback" not in log
