@@ -88,7 +88,7 @@ def create_app(settings: Settings) -> TrustApp:
     )
     pipeline = ScoringPipeline(
         app=app,
-        store=StateStore(app, table),
+        store=StateStore(app, table, cache_agents=settings.state_cache_agents),
         names=names,
         windows=settings.window_policy,
         config=lambda: settings.scoring_config,

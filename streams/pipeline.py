@@ -110,6 +110,7 @@ class ScoringPipeline:
             self.schedules.pop(p, None)
             self.clocks.pop(p, None)
         self.offsets.forget(partitions)
+        self.store.forget(partitions)
 
     def _schedule_for(self, partition: int) -> PartitionSchedule:
         schedule = self.schedules.get(partition)
@@ -136,6 +137,14 @@ class ScoringPipeline:
     # -- the batch -----------------------------------------------------------------------------
 
     async def process_batch(self, events: Sequence[Any]) -> None:
+        try:
+            await self._process_batch(events)
+        except BaseException:
+            # States in the cache may hold changes that were never written: forget them all.
+            self.store.forget()
+            raise
+
+    async def _process_batch(self, events: Sequence[Any]) -> None:
         admitted, holes = self.offsets.admit(events)
         by_partition: dict[int, list[Any]] = {}
         for event in admitted:

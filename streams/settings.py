@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(default=2000, ge=1, description="Signals taken per processing batch.")
     batch_within_seconds: float = Field(default=0.05, gt=0)
+    state_cache_agents: int = Field(
+        default=20_000, ge=0, description="Decoded agent states kept in memory between batches."
+    )
     fetch_bytes_per_partition: int = Field(
         default=64 * 1024,
         ge=16 * 1024,

@@ -14,6 +14,7 @@ Keys are raw DID bytes, the same bytes producers partition by.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,9 +30,35 @@ CLOCK_KEY = b"\x00partition-clock"
 
 
 class StateStore:
-    def __init__(self, app: Any, table: Any) -> None:
+    def __init__(self, app: Any, table: Any, cache_agents: int = 20_000) -> None:
         self._app = app
         self._table = table
+        # Decoded states of recently active agents, per partition: decoding is the largest cost
+        # of a read. Entries are the very objects last written, so they never go stale while the
+        # partition stays assigned; a partition's entries are dropped when it moves.
+        self._cache_agents = cache_agents
+        self._cache: OrderedDict[tuple[int, bytes], AgentState] = OrderedDict()
+
+    def cached(self, partition: int, key: bytes) -> AgentState | None:
+        state = self._cache.get((partition, key))
+        if state is not None:
+            self._cache.move_to_end((partition, key))
+        return state
+
+    def remember(self, partition: int, key: bytes, state: AgentState) -> None:
+        cache = self._cache
+        cache[(partition, key)] = state
+        cache.move_to_end((partition, key))
+        while len(cache) > self._cache_agents:
+            cache.popitem(last=False)
+
+    def forget(self, partitions: set[int] | None = None) -> None:
+        """Drop cached states of ``partitions`` (all when None): their stored state may change."""
+        if partitions is None:
+            self._cache.clear()
+            return
+        for entry in [entry for entry in self._cache if entry[0] in partitions]:
+            del self._cache[entry]
 
     @property
     def changelog_topic(self) -> str:
@@ -108,8 +135,10 @@ class PartitionStates:
         try:
             return self._loaded[key]
         except KeyError:
-            raw = self.store.get(self.partition, key)
-            state = None if raw is None else decode_state(raw)
+            state = self.store.cached(self.partition, key)
+            if state is None:
+                raw = self.store.get(self.partition, key)
+                state = None if raw is None else decode_state(raw)
             self._loaded[key] = state
             return state
 
@@ -126,9 +155,12 @@ class PartitionStates:
     def encoded_changes(self) -> list[tuple[bytes, bytes]]:
         loaded = self._loaded
         changes = []
+        remember = self.store.remember
+        partition = self.partition
         for key in self._dirty:
             state = loaded[key]
             assert state is not None
             changes.append((key, encode_state(state)))
+            remember(partition, key, state)
         self._dirty.clear()
         return changes

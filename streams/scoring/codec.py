@@ -100,6 +100,26 @@ def _decode_update(raw: list[Any]) -> ScoreUpdate:
     )
 
 
+def _encode_history(history: list[tuple[int, int]]) -> list[int]:
+    """Flat [t0, score0, dt1, score1, ...]: times as ms since the previous entry, because 100
+    entries of absolute epoch-ms times would be the largest part of a typical state."""
+    flat: list[int] = []
+    previous = 0
+    for at, score in history:
+        flat += (at - previous, score)
+        previous = at
+    return flat
+
+
+def _decode_history(flat: list[int]) -> list[tuple[int, int]]:
+    history = []
+    at = 0
+    for i in range(0, len(flat), 2):
+        at += flat[i]
+        history.append((at, flat[i + 1]))
+    return history
+
+
 def encode_state(state: AgentState) -> bytes:
     return orjson.dumps(
         [
@@ -110,7 +130,7 @@ def encode_state(state: AgentState) -> bytes:
             [[start, tally.counts, tally.late] for start, tally in state.open_windows.items()],
             state.score,
             state.published_score,
-            state.history,
+            _encode_history(state.history),
             state.revoked,
             state.revocation_count,
             _encode_revocation(state.revocation),
@@ -160,7 +180,7 @@ def _state_from_fields(raw: list[Any]) -> AgentState:
         open_windows={start: WindowTally(counts, late) for start, counts, late in windows},
         score=score,
         published_score=published,
-        history=[(t, s) for t, s in history],
+        history=_decode_history(history),
         revoked=revoked,
         revocation_count=revocation_count,
         revocation=_decode_revocation(revocation),
