@@ -145,15 +145,3 @@ async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
     """Stop a consumer whose broker may be gone: the wait's own error is the one to report."""
     with contextlib.suppress(Exception, asyncio.CancelledError):
         await asyncio.wait_for(consumer.stop(), timeout=10)
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        ends = await consumer.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
