@@ -1,0 +1,275 @@
+"""The work behind the command line (``streams/__main__.py`` only parses and dispatches).
+
+Every command reads the one :class:`~streams.settings.Settings` object (``TRUST_*`` environment
+variables), with ``--bootstrap-servers`` and ``--topic-prefix`` overriding it where given. A mistake
+the user can fix (bad input, invalid settings, no broker, a topic layout that cannot work) raises
+:class:`UserError`, which the entry point prints as one line and turns into exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import re
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from pydantic import ValidationError
+
+from ..errors import TopicLayoutError
+from ..settings import Settings
+from ..topics import TopicNames
+
+log = logging.getLogger("streams")
+
+T = TypeVar("T")
+
+#: Kafka topic names: at most 249 characters from this set.
+_TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, exit status 2."""
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+#: Command-line flags that override a setting: attribute of the parsed arguments -> setting.
+_OVERRIDES = {"bootstrap_servers": "kafka_bootstrap_servers", "topic_prefix": "topic_prefix"}
+_FLAG_OF_SETTING = {
+    "kafka_bootstrap_servers": "--bootstrap-servers",
+    "topic_prefix": "--topic-prefix",
+}
+
+
+def load_settings(args: argparse.Namespace | None = None) -> Settings:
+    """Settings from the environment, with the command's override flags applied."""
+    overrides: dict[str, Any] = {}
+    if args is not None:
+        for attr, setting in _OVERRIDES.items():
+            value = getattr(args, attr, None)
+            if value is not None:
+                overrides[setting] = value
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise UserError(f"invalid settings: {_settings_problems(exc, overrides)}") from exc
+    _check_names(settings, overrides)
+    return settings
+
+
+def _settings_problems(exc: ValidationError, overrides: dict[str, Any]) -> str:
+    problems = []
+    for err in exc.errors(include_url=False):
+        field = "_".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if not field:
+            problems.append(message)
+        elif field in overrides:
+            problems.append(f"{_FLAG_OF_SETTING[field]}: {message}")
+        else:
+            problems.append(f"TRUST_{field.upper()}: {message}")
+    return "; ".join(problems)
+
+
+def _check_names(settings: Settings, overrides: dict[str, Any]) -> None:
+    source = {
+        key: _FLAG_OF_SETTING[key] if key in overrides else f"TRUST_{key.upper()}"
+        for key in _FLAG_OF_SETTING
+    }
+    if not settings.kafka_bootstrap_servers.strip(" ,"):
+        raise UserError(f"{source['kafka_bootstrap_servers']} is empty; give host:port[,...]")
+    names = TopicNames(settings.topic_prefix)
+    for topic in (*names.copartitioned, names.deadletter):
+        if not _TOPIC_NAME_RE.match(topic):
+            raise UserError(
+                f"{source['topic_prefix']}={settings.topic_prefix!r} makes the invalid topic "
+                f"name {topic!r}: topic names are at most 249 of A-Z a-z 0-9 . _ -"
+            )
+
+
+def quiet_client_logs(settings: Settings) -> None:
+    """The Kafka client logs a failed connection itself; a command reports it once, as one line.
+
+    With TRUST_LOG_LEVEL=DEBUG everything is logged to stderr instead.
+    """
+    if settings.log_level.upper() == "DEBUG":
+        logging.basicConfig(
+            level=logging.DEBUG, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+        )
+    else:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+# --- Kafka errors -----------------------------------------------------------------------------
+
+
+def no_broker_message(settings: Settings) -> str:
+    return (
+        f"no Kafka broker answered at {settings.kafka_bootstrap_servers}; start one with "
+        "'deploy/local/kafka start', or set TRUST_KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers"
+    )
+
+
+def kafka_error_message(settings: Settings, exc: KafkaError) -> str:
+    if isinstance(exc, KafkaConnectionError):
+        return no_broker_message(settings)
+    if isinstance(exc, KafkaTimeoutError):
+        return f"the Kafka broker at {settings.kafka_bootstrap_servers} did not answer in time"
+    return f"Kafka error at {settings.kafka_bootstrap_servers}: {exc!r}"
+
+
+@contextmanager
+def kafka_errors(settings: Settings) -> Iterator[None]:
+    """Turn the broker's failures into one-line user errors."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise UserError(kafka_error_message(settings, exc)) from exc
+
+
+async def partition_counts(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
+    """Partition count of each of ``topics`` that exists; nothing is created."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from ..topicadmin import describe_partition_counts
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000
+    )
+    await admin.start()
+    try:
+        return await describe_partition_counts(admin, topics)
+    finally:
+        await admin.close()
+
+
+async def require_topics(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
+    """Partition counts of ``topics``; :class:`TopicLayoutError` naming any that do not exist."""
+    counts = await partition_counts(settings, topics)
+    missing = [t for t in topics if t not in counts]
+    if missing:
+        where = settings.kafka_bootstrap_servers
+        if len(missing) == 1:
+            problem = f"topic {missing[0]} does not exist at {where}"
+        elif len(missing) == len(topics):
+            problem = (
+                f"none of the {len(topics)} topics with prefix {settings.topic_prefix!r} "
+                f"exist at {where}"
+            )
+        else:
+            problem = (
+                f"{len(missing)} of {len(topics)} topics missing at {where}: {', '.join(missing)}"
+            )
+        raise TopicLayoutError(
+            f"{problem}; create the topics with 'trust-streams topics' "
+            "(or check TRUST_TOPIC_PREFIX / --topic-prefix)"
+        )
+    return counts
+
+
+def run_async(settings: Settings, work: Awaitable[T]) -> T:
+    """Run one command's coroutine to the end, with Kafka failures as user errors."""
+
+    async def main() -> T:
+        return await work
+
+    with kafka_errors(settings):
+        return asyncio.run(main())
+
+
+# --- worker, topics, schemas, demo ------------------------------------------------------------
+
+
+def command_worker(args: argparse.Namespace) -> NoReturn:
+    import faust
+
+    from ..app import create_app
+    from ..topicadmin import ensure_topics
+
+    settings = load_settings(args)
+    logging.basicConfig(
+        level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
+    log.info("Starting worker with settings %s", settings.masked())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    with kafka_errors(settings):
+        report = loop.run_until_complete(ensure_topics(settings))
+    if report.created:
+        log.info("Created %d topics", len(report.created))
+    trust = create_app(settings)
+    worker = faust.Worker(trust.app, loop=loop, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()  # runs until stopped, then exits the process
+
+
+def command_topics(args: argparse.Namespace) -> int:
+    from ..topicadmin import ensure_topics
+
+    settings = load_settings(args)
+    quiet_client_logs(settings)
+    names = TopicNames(settings.topic_prefix)
+    if args.check:
+        counts = run_async(settings, _check_topics(settings))
+        created: tuple[str, ...] = ()
+    else:
+        report = run_async(settings, ensure_topics(settings))
+        counts, created = report.existing, report.created
+    for topic in (*names.copartitioned, names.deadletter):
+        marker = " (created)" if topic in created else ""
+        print(f"{topic}\t{counts[topic]} partitions{marker}")
+    verb = "checked" if args.check else "ready"
+    print(f"{len(counts)} topics {verb} at {settings.kafka_bootstrap_servers}")
+    return 0
+
+
+async def _check_topics(settings: Settings) -> dict[str, int]:
+    """Every topic exists and the co-partitioned ones have TRUST_PARTITIONS; nothing is created."""
+    from ..topicadmin import check_layout
+
+    names = TopicNames(settings.topic_prefix)
+    counts = await require_topics(settings, [*names.copartitioned, names.deadletter])
+    check_layout(names, counts, settings.partitions)
+    return counts
+
+
+def command_schemas(args: argparse.Namespace) -> int:
+    from ..messages import json_schema, message_models
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stem, model in message_models().items():
+            path = out / f"{stem}.schema.json"
+            path.write_text(json.dumps(json_schema(model), indent=2, sort_keys=True) + "\n")
+            print(path)
+    except OSError as exc:
+        raise UserError(f"cannot write schemas to {out}: {exc.strerror or exc}") from exc
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """``streams.demo.run_demo(args)``, imported only when asked for (it may not be installed)."""
+    try:
+        demo = importlib.import_module("streams.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("streams.demo", "streams"):
+            raise
+        raise UserError("the demo is not available in this installation (no streams.demo)") from exc
+    run_demo = getattr(demo, "run_demo", None)
+    if run_demo is None:
+        raise UserError("the demo is not available: streams.demo has no run_demo")
+    settings = load_settings(args)
+    quiet_client_logs(settings)
+    with kafka_errors(settings):
+        result = run_demo(args)
+        if inspect.isawaitable(result):
+            result = run_async(settings, result)
+    return 0 if result is None else int(result)
