@@ -35,17 +35,26 @@ def test_compose_worker_settings_are_valid_settings() -> None:
     Settings(**{k.removeprefix("TRUST_").lower(): v for k, v in environment.items()})
 
 
-def test_compose_accepts_the_file_where_the_compose_plugin_is_installed() -> None:
+def _compose_command() -> list[str] | None:
+    """``docker compose`` (the plugin) or ``docker-compose`` (standalone), whichever is here."""
     docker = shutil.which("docker")
     if (
-        docker is None
-        or subprocess.run(
+        docker
+        and not subprocess.run(
             [docker, "compose", "version"], capture_output=True, check=False
         ).returncode
     ):
-        pytest.skip("the compose plugin is not installed on this machine")
+        return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+def test_compose_accepts_the_file_where_compose_is_installed() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither the compose plugin nor docker-compose is installed here")
     result = subprocess.run(
-        [docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
         capture_output=True,
         text=True,
         check=False,
