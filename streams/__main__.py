@@ -26,6 +26,7 @@ COMMANDS = {
     "watch": ("streams.console.watch", "command"),
     "schemas": ("streams.console", "command_schemas"),
     "demo": ("streams.console", "command_demo"),
+    "config": ("streams.console.config", "command"),
 }
 SETTINGS_EPILOG = (
     "Settings come from TRUST_* environment variables (see README.md); --bootstrap-servers and "
@@ -182,6 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="stop with exit 1 after S seconds (unless --max-messages was reached first)",
     )
+
+    cfg = sub.add_parser(
+        "config",
+        parents=[conn],
+        help="show or change the scoring configuration in force",
+        description="'config get' prints the configuration every worker uses (weights, thresholds "
+        "and its version). 'config set' validates a new one (each weight in [0, 1], summing to 1 "
+        "within 0.001; thresholds in 0..1000, revocation <= warning) and publishes it; workers "
+        "apply it within seconds, and score updates and revocations name its version. An invalid "
+        "one is rejected whole, naming every problem, and nothing changes. Options left out keep "
+        "their current values.",
+        epilog=SETTINGS_EPILOG,
+    )
+    cfg.add_argument("action", choices=("get", "set"))
+    cfg.add_argument(
+        "--weights",
+        metavar="W1,W2,W3,W4,W5",
+        help="five weights in the order " + ", ".join(d.value for d in DIMENSIONS),
+    )
+    cfg.add_argument("--revocation-threshold", type=int, metavar="N")
+    cfg.add_argument("--warning-threshold", type=int, metavar="N")
 
     schemas = sub.add_parser(
         "schemas",

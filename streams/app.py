@@ -14,6 +14,7 @@ import faust
 from faust.types import TP
 
 from .closing import encode_tick
+from .config_topic import ConfigFollower
 from .pipeline import ScoringPipeline, wall_clock_ms
 from .settings import Settings
 from .statestore import StateStore
@@ -31,6 +32,7 @@ class TrustApp:
     names: TopicNames
     table: Any
     pipeline: ScoringPipeline
+    config: ConfigFollower
 
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
@@ -86,12 +88,14 @@ def create_app(settings: Settings) -> TrustApp:
         value_type=bytes,
         partitions=settings.partitions,
     )
+    config = ConfigFollower(settings.kafka_bootstrap_servers, names.config, settings.scoring_config)
     pipeline = ScoringPipeline(
         app=app,
         store=StateStore(app, table, cache_agents=settings.state_cache_agents),
         names=names,
         windows=settings.window_policy,
-        config=lambda: settings.scoring_config,
+        config=config.config,
+        config_ready=config.ready,
         max_message_bytes=settings.max_message_bytes,
         rewind=lambda topic, partition, offset: _rewind(app, topic, partition, offset),
     )
@@ -104,6 +108,10 @@ def create_app(settings: Settings) -> TrustApp:
         value_serializer="raw",
         partitions=settings.partitions,
     )
+
+    @app.task
+    async def follow_config() -> None:
+        await config.run()
 
     # concurrency=1: a stateful agent with more would commit offsets past records in flight.
     @app.agent(source, name="score-signals", concurrency=1)
@@ -148,4 +156,4 @@ def create_app(settings: Settings) -> TrustApp:
         pipeline.forget_partitions(set(owned))
         log.info("Assigned partitions %s of %d", owned, settings.partitions)
 
-    return TrustApp(app, settings, names, table, pipeline)
+    return TrustApp(app, settings, names, table, pipeline, config)

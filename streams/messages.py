@@ -163,11 +163,14 @@ def iso_utc(epoch_ms: int) -> str:
 
 def message_models() -> dict[str, type[BaseModel]]:
     """Every wire model by schema file stem."""
+    from .config_topic import ConfigUpdate
+
     return {
         "signal": Signal,
         "score_update": ScoreUpdate,
         "revocation": RevocationEvent,
         "dead_letter": DeadLetter,
+        "config_update": ConfigUpdate,
     }
 
 

@@ -16,6 +16,7 @@ crash at any point replays records whose effects are either absent (applied agai
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +88,7 @@ class ScoringPipeline:
         config: Callable[[], ScoringConfig],
         max_message_bytes: int,
         rewind: Rewind,
+        config_ready: asyncio.Event | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.app = app
@@ -94,6 +96,7 @@ class ScoringPipeline:
         self.names = names
         self.windows = windows
         self.config = config
+        self.config_ready = config_ready
         self.max_message_bytes = max_message_bytes
         self.now_ms = now_ms
         self.dimension_of_topic = {name: i for i, name in enumerate(names.signals)}
@@ -137,6 +140,9 @@ class ScoringPipeline:
     # -- the batch -----------------------------------------------------------------------------
 
     async def process_batch(self, events: Sequence[Any]) -> None:
+        if self.config_ready is not None and not self.config_ready.is_set():
+            # Never score with stale weights: wait until the config topic has been read.
+            await self.config_ready.wait()
         try:
             await self._process_batch(events)
         except BaseException:

@@ -36,6 +36,8 @@ class TopicReport:
 def _topic_configs(name: str, names: TopicNames) -> dict[str, str]:
     if name == names.ticks:
         return {"retention.ms": _TICK_RETENTION_MS}
+    if name == names.config:
+        return {"cleanup.policy": "compact"}
     return {}
 
 
@@ -53,7 +55,7 @@ async def describe_partition_counts(
 async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicReport:
     """Create missing topics, then verify every co-partitioned topic has the configured count."""
     names = TopicNames(settings.topic_prefix)
-    wanted = [*names.copartitioned, names.deadletter]
+    wanted = list(names.all)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000
     )
@@ -67,7 +69,7 @@ async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicRepo
                 [
                     NewTopic(
                         t,
-                        settings.partitions,
+                        1 if t == names.config else settings.partitions,
                         settings.replication_factor,
                         topic_configs=_topic_configs(t, names),
                     )

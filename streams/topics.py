@@ -29,9 +29,19 @@ class TopicNames:
         return f"{self.prefix}signals.deadletter"
 
     @property
+    def config(self) -> str:
+        """Compacted, one partition: every worker reads every scoring-configuration update."""
+        return f"{self.prefix}trust.config"
+
+    @property
     def ticks(self) -> str:
         """Internal: the worker's own clock, one record per partition per tick (see closing.py)."""
         return f"{self.prefix}trust.internal.ticks"
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every topic the service creates."""
+        return (*self.copartitioned, self.deadletter, self.config)
 
     @property
     def copartitioned(self) -> tuple[str, ...]:

@@ -87,7 +87,7 @@ def _check_names(settings: Settings, overrides: dict[str, Any]) -> None:
     if not settings.kafka_bootstrap_servers.strip(" ,"):
         raise UserError(f"{source['kafka_bootstrap_servers']} is empty; give host:port[,...]")
     names = TopicNames(settings.topic_prefix)
-    for topic in (*names.copartitioned, names.deadletter):
+    for topic in names.all:
         if not _TOPIC_NAME_RE.match(topic):
             raise UserError(
                 f"{source['topic_prefix']}={settings.topic_prefix!r} makes the invalid topic "
@@ -222,9 +222,10 @@ def command_topics(args: argparse.Namespace) -> int:
     else:
         report = run_async(settings, ensure_topics(settings))
         counts, created = report.existing, report.created
-    for topic in (*names.copartitioned, names.deadletter):
+    for topic in names.all:
         marker = " (created)" if topic in created else ""
-        print(f"{topic}\t{counts[topic]} partitions{marker}")
+        count = counts[topic]
+        print(f"{topic}\t{count} partition{'' if count == 1 else 's'}{marker}")
     verb = "checked" if args.check else "ready"
     print(f"{len(counts)} topics {verb} at {settings.kafka_bootstrap_servers}")
     return 0
@@ -235,7 +236,7 @@ async def _check_topics(settings: Settings) -> dict[str, int]:
     from ..topicadmin import check_layout
 
     names = TopicNames(settings.topic_prefix)
-    counts = await require_topics(settings, [*names.copartitioned, names.deadletter])
+    counts = await require_topics(settings, list(names.all))
     check_layout(names, counts, settings.partitions)
     return counts
 

@@ -31,7 +31,7 @@ from tests.support.broker import REPO_ROOT
 from tests.support.kafka_io import Record, consume, create_topics, produce
 
 PARTITIONS = 3
-TOPIC_COUNT = 9
+TOPIC_COUNT = 10
 EXAMPLES = REPO_ROOT / "schemas" / "examples"
 
 
@@ -91,7 +91,13 @@ def all_topics(prefix: str) -> list[str]:
         f"{prefix}trust.scores",
         f"{prefix}trust.revocations",
         f"{prefix}signals.deadletter",
+        f"{prefix}trust.config",
     ]
+
+
+def partitions_shown(topic: str) -> str:
+    # The config topic has one partition: every worker reads every update in one order.
+    return "1 partition" if topic.endswith(".trust.config") else f"{PARTITIONS} partitions"
 
 
 async def existing_topics(bootstrap: str, prefix: str) -> set[str]:
@@ -157,7 +163,7 @@ def test_topics_creates_then_check_passes(
     created = cli(env, "topics")
     assert created.returncode == 0, shown(created)
     for topic in all_topics(topic_prefix):
-        assert f"{topic}\t{PARTITIONS} partitions (created)" in created.stdout, shown(created)
+        assert f"{topic}\t{partitions_shown(topic)} (created)" in created.stdout, shown(created)
     assert f"{TOPIC_COUNT} topics ready" in created.stdout
     assert asyncio.run(existing_topics(kafka_bootstrap, topic_prefix)) == set(
         all_topics(topic_prefix)
@@ -170,7 +176,7 @@ def test_topics_creates_then_check_passes(
     assert checked.returncode == 0, shown(checked)
     assert "(created)" not in checked.stdout
     for topic in all_topics(topic_prefix):
-        assert f"{topic}\t{PARTITIONS} partitions" in checked.stdout, shown(checked)
+        assert f"{topic}\t{partitions_shown(topic)}" in checked.stdout, shown(checked)
 
     wrong_count = cli({**env, "TRUST_PARTITIONS": "4"}, "topics", "--check")
     assert_one_line_error(wrong_count, "TRUST_PARTITIONS is 4", f"TRUST_PARTITIONS={PARTITIONS}")

@@ -1,0 +1,60 @@
+"""``trust-streams config get|set``: read or change the scoring configuration in force."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+
+from ..config_topic import describe, publish_config, read_config
+from ..scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig
+from ..topics import TopicNames
+from . import UserError, load_settings, quiet_client_logs, require_topics, run_async
+
+
+def _parse_weights(text: str) -> list[float]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != len(DIMENSIONS):
+        raise UserError(
+            f"--weights takes {len(DIMENSIONS)} comma-separated numbers, in the order "
+            f"{', '.join(d.value for d in DIMENSIONS)}; got {len(parts)}"
+        )
+    try:
+        return [float(p) for p in parts]
+    except ValueError as exc:
+        raise UserError(f"--weights: {exc}") from exc
+
+
+def command(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    quiet_client_logs(settings)
+    topic = TopicNames(settings.topic_prefix).config
+
+    async def current() -> ScoringConfig:
+        await require_topics(settings, [topic])
+        return await read_config(settings.kafka_bootstrap_servers, topic, settings.scoring_config)
+
+    if args.action == "get":
+        print(json.dumps(describe(run_async(settings, current())), indent=2))
+        return 0
+
+    in_force = run_async(settings, current())
+    weights = _parse_weights(args.weights) if args.weights else list(in_force.weights)
+    revocation = (
+        args.revocation_threshold
+        if args.revocation_threshold is not None
+        else in_force.revocation_threshold
+    )
+    warning = (
+        args.warning_threshold if args.warning_threshold is not None else in_force.warning_threshold
+    )
+    try:
+        proposed = ScoringConfig.validated(weights, revocation, warning)
+    except InvalidScoringConfig as exc:
+        raise UserError(f"configuration rejected, nothing changed: {exc}") from exc
+    published = run_async(
+        settings,
+        publish_config(settings.kafka_bootstrap_servers, topic, proposed, getpass.getuser()),
+    )
+    print(json.dumps(describe(published), indent=2))
+    return 0
