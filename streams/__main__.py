@@ -203,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="five weights in the order " + ", ".join(d.value for d in DIMENSIONS),
     )
     cfg.add_argument("--revocation-threshold", type=int, metavar="N")
+    cfg.add_argument(
+        "--floor",
+        action="append",
+        metavar="DIMENSION=FLOOR[:MIN_SIGNALS]",
+        help="revoke an agent whose score in DIMENSION (0..100) falls below FLOOR once it has "
+        "MIN_SIGNALS signals there (default 1), whatever its total; DIMENSION=none removes it. "
+        "Repeatable. Off by default, so default scores keep to the reference model.",
+    )
+    cfg.add_argument("--clear-floors", action="store_true", help="remove every floor first")
     cfg.add_argument("--warning-threshold", type=int, metavar="N")
 
     schemas = sub.add_parser(

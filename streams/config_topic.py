@@ -18,11 +18,24 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .scoring.model import DIMENSIONS, Dimension, InvalidScoringConfig, ScoringConfig
+from .scoring.model import (
+    DIMENSIONS,
+    Dimension,
+    DimensionFloor,
+    InvalidScoringConfig,
+    ScoringConfig,
+)
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = b"scoring-config"
+
+
+class FloorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    floor: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+    min_signals: Annotated[int, Field(ge=1)] = 1
 
 
 class ConfigUpdate(BaseModel):
@@ -33,6 +46,10 @@ class ConfigUpdate(BaseModel):
     weights: dict[Dimension, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
     revocation_threshold: Annotated[int, Field(ge=0, le=1000)]
     warning_threshold: Annotated[int, Field(ge=0, le=1000)]
+    floors: dict[Dimension, FloorSpec] = Field(
+        default_factory=dict,
+        description="Per-dimension revocation floors; dimensions left out have none.",
+    )
     requested_by: Annotated[str, Field(max_length=256)] | None = None
     requested_at: datetime | None = None
 
@@ -41,11 +58,16 @@ def _to_config(update: ConfigUpdate, version: int) -> ScoringConfig:
     missing = [d.value for d in DIMENSIONS if d not in update.weights]
     if missing:
         raise InvalidScoringConfig(f"weights missing for: {', '.join(missing)}")
+    floors = tuple(
+        DimensionFloor(spec.floor, spec.min_signals) if (spec := update.floors.get(d)) else None
+        for d in DIMENSIONS
+    )
     return ScoringConfig.validated(
         [update.weights[d] for d in DIMENSIONS],
         update.revocation_threshold,
         update.warning_threshold,
         version=version,
+        floors=floors,
     )
 
 
@@ -69,6 +91,11 @@ def encode_update(config: ScoringConfig, requested_by: str | None = None) -> byt
         weights={d: config.weights[i] for i, d in enumerate(DIMENSIONS)},
         revocation_threshold=config.revocation_threshold,
         warning_threshold=config.warning_threshold,
+        floors={
+            d: FloorSpec(floor=f.floor, min_signals=f.min_signals)
+            for d, f in zip(DIMENSIONS, config.floors, strict=True)
+            if f is not None
+        },
         requested_by=requested_by,
         requested_at=datetime.now(UTC),
     )
@@ -81,6 +108,11 @@ def describe(config: ScoringConfig) -> dict[str, Any]:
         "weights": {d.value: config.weights[i] for i, d in enumerate(DIMENSIONS)},
         "revocation_threshold": config.revocation_threshold,
         "warning_threshold": config.warning_threshold,
+        "floors": {
+            d.value: {"floor": f.floor, "min_signals": f.min_signals}
+            for d, f in zip(DIMENSIONS, config.floors, strict=True)
+            if f is not None
+        },
     }
 
 
@@ -89,7 +121,7 @@ async def publish_config(
 ) -> ScoringConfig:
     """Publish a validated configuration; returns it with the version it will have everywhere."""
     ScoringConfig.validated(
-        config.weights, config.revocation_threshold, config.warning_threshold
+        config.weights, config.revocation_threshold, config.warning_threshold, floors=config.floors
     )  # refuses anything invalid before a byte is sent
     async with AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
@@ -102,6 +134,7 @@ async def publish_config(
         config.revocation_threshold,
         config.warning_threshold,
         version=metadata.offset + 1,
+        floors=config.floors,
     )
 
 

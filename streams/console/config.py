@@ -7,7 +7,7 @@ import getpass
 import json
 
 from ..config_topic import describe, publish_config, read_config
-from ..scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig
+from ..scoring.model import DIMENSIONS, DimensionFloor, InvalidScoringConfig, ScoringConfig
 from ..topics import TopicNames
 from . import UserError, load_settings, quiet_client_logs, require_topics, run_async
 
@@ -23,6 +23,25 @@ def _parse_weights(text: str) -> list[float]:
         return [float(p) for p in parts]
     except ValueError as exc:
         raise UserError(f"--weights: {exc}") from exc
+
+
+def _parse_floor(spec: str) -> tuple[int, DimensionFloor | None]:
+    """DIMENSION=FLOOR[:MIN_SIGNALS], or DIMENSION=none to remove that dimension's floor."""
+    name, _, rest = spec.partition("=")
+    names = [d.value for d in DIMENSIONS]
+    if name not in names or not rest:
+        raise UserError(
+            f"--floor {spec!r}: expected DIMENSION=FLOOR[:MIN_SIGNALS] with DIMENSION one of "
+            f"{', '.join(names)}"
+        )
+    if rest == "none":
+        return names.index(name), None
+    floor_text, _, minimum_text = rest.partition(":")
+    try:
+        floor = DimensionFloor(float(floor_text), int(minimum_text) if minimum_text else 1)
+    except ValueError as exc:
+        raise UserError(f"--floor {spec!r}: {exc}") from exc
+    return names.index(name), floor
 
 
 def command(args: argparse.Namespace) -> int:
@@ -48,8 +67,14 @@ def command(args: argparse.Namespace) -> int:
     warning = (
         args.warning_threshold if args.warning_threshold is not None else in_force.warning_threshold
     )
+    floors = list(in_force.floors)
+    if args.clear_floors:
+        floors = [None] * len(DIMENSIONS)
+    for spec in args.floor or []:
+        index, floor = _parse_floor(spec)
+        floors[index] = floor
     try:
-        proposed = ScoringConfig.validated(weights, revocation, warning)
+        proposed = ScoringConfig.validated(weights, revocation, warning, floors=floors)
     except InvalidScoringConfig as exc:
         raise UserError(f"configuration rejected, nothing changed: {exc}") from exc
     published = run_async(

@@ -155,6 +155,22 @@ def revocation_id(agent_did: str, sequence: int) -> str:
     return str(uuid.uuid5(_REVOCATION_NAMESPACE, f"{agent_did}#{sequence}"))
 
 
+def _floor_breached(
+    state: AgentState, recalculation: Recalculation, config: ScoringConfig
+) -> str | None:
+    """The reason to revoke under a per-dimension floor, or None when no floor is breached."""
+    for i, floor in enumerate(config.floors):
+        if floor is None or state.lifetime[i] < floor.min_signals:
+            continue
+        score = recalculation.dimension_scores[i]
+        if score < floor.floor:
+            return (
+                f"{DIMENSIONS[i].value} score {score:.1f} below its floor {floor.floor:g} "
+                f"(after {state.lifetime[i]} signals)"
+            )
+    return None
+
+
 def _maybe_revoke(
     agent_did: str,
     state: AgentState,
@@ -163,7 +179,14 @@ def _maybe_revoke(
     now_ms: int,
     trigger: SignalTrigger | WindowTrigger,
 ) -> Revocation | None:
-    if state.revoked or recalculation.total_score >= config.revocation_threshold:
+    if state.revoked:
+        return None
+    reason: str | None = None
+    if recalculation.total_score < config.revocation_threshold:
+        reason = f"Trust score {recalculation.total_score} below threshold"
+    else:
+        reason = _floor_breached(state, recalculation, config)
+    if reason is None:
         return None
     state.revoked = True
     state.revocation_count += 1
@@ -172,7 +195,7 @@ def _maybe_revoke(
         revoked_at_ms=now_ms,
         total_score=recalculation.total_score,
         threshold=config.revocation_threshold,
-        reason=f"Trust score {recalculation.total_score} below threshold",
+        reason=reason,
         dimension_scores=recalculation.dimension_scores,
         trigger=trigger,
         weights_version=config.version,

@@ -63,6 +63,19 @@ WEIGHT_SUM_TOLERANCE = 0.001
 
 
 @dataclass(frozen=True, slots=True)
+class DimensionFloor:
+    """Revoke an agent whose score in one dimension falls below ``floor`` (0..100) once it has at
+    least ``min_signals`` signals there, whatever its total. Under the default weights an agent
+    failing one dimension alone never falls below 375, so without a floor it is never revoked."""
+
+    floor: float
+    min_signals: int = 1
+
+
+NO_FLOORS: tuple[DimensionFloor | None, ...] = (None,) * len(DIMENSIONS)
+
+
+@dataclass(frozen=True, slots=True)
 class ScoringConfig:
     """Weights (in dimension order), thresholds and the version that identifies them.
 
@@ -74,6 +87,8 @@ class ScoringConfig:
     revocation_threshold: int = 300
     warning_threshold: int = 500
     version: int = 0
+    #: Per-dimension revocation floors, in dimension order; None: no floor (the default).
+    floors: tuple[DimensionFloor | None, ...] = NO_FLOORS
 
     @classmethod
     def validated(
@@ -82,18 +97,45 @@ class ScoringConfig:
         revocation_threshold: int = 300,
         warning_threshold: int = 500,
         version: int = 0,
+        floors: tuple[DimensionFloor | None, ...] | list[DimensionFloor | None] = NO_FLOORS,
     ) -> ScoringConfig:
         problems = config_problems(weights, revocation_threshold, warning_threshold)
+        problems += floor_problems(floors)
         if problems:
             raise InvalidScoringConfig("; ".join(problems))
         w = tuple(float(x) for x in weights)
-        return cls((w[0], w[1], w[2], w[3], w[4]), revocation_threshold, warning_threshold, version)
+        return cls(
+            (w[0], w[1], w[2], w[3], w[4]),
+            revocation_threshold,
+            warning_threshold,
+            version,
+            tuple(floors),
+        )
 
     def weight_of(self, dimension: Dimension) -> float:
         return self.weights[DIMENSION_INDEX[dimension.value]]
 
 
 DEFAULT_WEIGHTS: tuple[float, float, float, float, float] = (0.25, 0.15, 0.20, 0.25, 0.15)
+
+
+def floor_problems(
+    floors: tuple[DimensionFloor | None, ...] | list[DimensionFloor | None],
+) -> list[str]:
+    if len(floors) != len(DIMENSIONS):
+        return [f"expected {len(DIMENSIONS)} floor entries, got {len(floors)}"]
+    problems = []
+    for dimension, floor in zip(DIMENSIONS, floors, strict=True):
+        if floor is None:
+            continue
+        if not math.isfinite(floor.floor) or not 0.0 <= floor.floor <= 100.0:
+            problems.append(f"floor of {dimension.value} must be in [0, 100], got {floor.floor}")
+        if isinstance(floor.min_signals, bool) or floor.min_signals < 1:
+            problems.append(
+                f"min_signals of {dimension.value}'s floor must be at least 1, "
+                f"got {floor.min_signals}"
+            )
+    return problems
 
 
 def config_problems(

@@ -101,3 +101,41 @@ async def test_config_changes_reach_every_worker_and_invalid_ones_change_nothing
     second.wait_for_log("Ignoring invalid scoring configuration", timeout=30)
     assert json.loads(cli(env, "config", "get").stdout)["version"] == version
     assert "Traceback" not in first.log + second.log
+
+
+async def test_a_floor_on_security_posture_revokes_an_agent_failing_only_that_dimension(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    worker = spawn_worker(window_seconds="2", grace_seconds="1")
+    worker.wait_until_assigned(timeout=120)
+    fleet = Fleet(topic_prefix)
+    scores = f"{topic_prefix}trust.scores"
+    revocations = f"{topic_prefix}trust.revocations"
+
+    # No floor (the default): failing one dimension alone leaves the total at 375, not revoked.
+    unfloored = "did:mesh:insecure-before"
+    await produce(kafka_bootstrap, [fleet.record(unfloored, "security_posture", 0.0)] * 5)
+    updates = await consume(
+        kafka_bootstrap, [scores], until=lambda r: len(r) >= 1, timeout=30, what="its update"
+    )
+    assert updates[0].json()["total_score"] == 375 and updates[0].json()["revoked"] is False
+
+    accepted = cli(worker.env, "config", "set", "--floor", "security_posture=40:3")
+    assert accepted.returncode == 0, accepted.stderr
+    version = json.loads(accepted.stdout)["version"]
+    in_force_at(worker, version, timeout=30)
+
+    floored = "did:mesh:insecure-after"
+    await produce(kafka_bootstrap, [fleet.record(floored, "security_posture", 0.0)] * 5)
+    revoked = await consume(
+        kafka_bootstrap,
+        [revocations],
+        until=lambda r: any(x.key == floored.encode() for x in r),
+        timeout=30,
+        what="the floor's revocation",
+    )
+    body = next(x.json() for x in revoked if x.key == floored.encode())
+    assert body["total_score"] == 375
+    assert body["reason"] == "security_posture score 0.0 below its floor 40 (after 3 signals)"
+    assert body["weights_version"] == version
+    assert all(x.key != unfloored.encode() for x in revoked)
