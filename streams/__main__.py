@@ -27,6 +27,7 @@ COMMANDS = {
     "schemas": ("streams.console", "command_schemas"),
     "demo": ("streams.console", "command_demo"),
     "config": ("streams.console.config", "command"),
+    "reinstate": ("streams.console.reinstate", "command"),
 }
 SETTINGS_EPILOG = (
     "Settings come from TRUST_* environment variables (see README.md); --bootstrap-servers and "
@@ -213,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cfg.add_argument("--clear-floors", action="store_true", help="remove every floor first")
     cfg.add_argument("--warning-threshold", type=int, metavar="N")
+
+    rein = sub.add_parser(
+        "reinstate",
+        parents=[conn],
+        help="lift a revoked agent's revocation, with an audit record",
+        description="Lift an agent's revocation. The worker that owns the agent clears 'revoked' "
+        "and publishes an audit event (type 'reinstated') on the revocation topic, which this "
+        "command waits for and prints. A later fall below the threshold revokes the agent again. "
+        "Exit 1 when no reinstatement follows within --timeout (the agent is unknown or not "
+        "revoked, or no worker runs).",
+        epilog=SETTINGS_EPILOG,
+    )
+    rein.add_argument("--agent", required=True, metavar="DID", help="the revoked agent's DID")
+    rein.add_argument("--reason", required=True, help="why, for the audit record")
+    rein.add_argument("--by", help="who asks (default: the current user)")
+    rein.add_argument(
+        "--timeout",
+        type=_number(float, 0, strict=True),
+        default=15.0,
+        metavar="S",
+        help="how long to wait for the audit record (default: 15)",
+    )
 
     schemas = sub.add_parser(
         "schemas",

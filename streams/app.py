@@ -102,6 +102,7 @@ def create_app(settings: Settings) -> TrustApp:
     source = app.topic(
         *names.signals,
         names.ticks,
+        names.commands,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",

@@ -135,6 +135,33 @@ class RevocationEvent(BaseModel):
     weights_version: Annotated[int, Field(ge=0)]
 
 
+class ReinstateCommand(BaseModel):
+    """An operator's request to lift an agent's revocation (internal commands topic)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: Literal["reinstate"] = "reinstate"
+    agent_did: AgentDid
+    requested_by: Annotated[str, Field(min_length=1, max_length=256)]
+    reason: Annotated[str, Field(min_length=1, max_length=2048)]
+    request_id: Annotated[str, Field(max_length=256)] | None = None
+
+
+class ReinstatementEvent(BaseModel):
+    """Audit record on the revocation topic: an operator lifted the agent's revocation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["reinstated"] = "reinstated"
+    reinstatement_id: str
+    agent_did: AgentDid
+    reinstated_at: EpochTime
+    lifted_revocation_id: str
+    requested_by: str
+    reason: str
+    request_id: str | None
+
+
 class DeadLetter(BaseModel):
     """A record the worker could not apply, kept whole with the reason."""
 
@@ -171,6 +198,8 @@ def message_models() -> dict[str, type[BaseModel]]:
         "revocation": RevocationEvent,
         "dead_letter": DeadLetter,
         "config_update": ConfigUpdate,
+        "reinstate_command": ReinstateCommand,
+        "reinstatement": ReinstatementEvent,
     }
 
 

@@ -43,6 +43,21 @@ def score_update_message(agent_did: str, update: scoring.ScoreUpdate) -> bytes:
     )
 
 
+def reinstatement_message(agent_did: str, reinstatement: scoring.Reinstatement) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "reinstated",
+            "reinstatement_id": reinstatement.reinstatement_id,
+            "agent_did": agent_did,
+            "reinstated_at": iso_utc(reinstatement.reinstated_at_ms),
+            "lifted_revocation_id": reinstatement.lifted_revocation_id,
+            "requested_by": reinstatement.requested_by,
+            "reason": reinstatement.reason,
+            "request_id": reinstatement.request_id,
+        }
+    )
+
+
 def revocation_message(
     agent_did: str, revocation: scoring.Revocation, signal_topics: tuple[str, ...], window_ms: int
 ) -> bytes:

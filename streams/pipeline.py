@@ -23,15 +23,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from .closing import PartitionClock, PartitionSchedule, decode_tick
 from .gaps import OffsetGuard, Rewind
 from .intake import Rejection, dead_letter, read_signal
-from .outputs import revocation_message, score_update_message
+from .messages import ReinstateCommand
+from .outputs import reinstatement_message, revocation_message, score_update_message
 from .scoring.agent import (
     AgentState,
     Revocation,
     SignalTrigger,
     WindowTrigger,
+    apply_reinstatement,
     apply_signal,
     close_windows,
 )
@@ -179,6 +183,8 @@ class ScoringPipeline:
             message = event.message
             if message.topic == ticks_topic:
                 clock_moved |= self._on_tick(message, states, schedule, clock, outbox)
+            elif message.topic == self.names.commands:
+                self._on_command(message, states, outbox)
             else:
                 self._on_signal(message, states, schedule, clock, outbox)
         changes = states.encoded_changes()
@@ -254,6 +260,58 @@ class ScoringPipeline:
             states.mark_dirty(key)
             if outcome.republish is not None:
                 self._queue_revocation(signal.agent_did, key, outcome.republish, message, outbox)
+
+    def _on_command(self, message: Any, states: PartitionStates, outbox: Outbox) -> None:
+        try:
+            command = ReinstateCommand.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            log.error(
+                "Ignoring an invalid command at %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                exc.errors(include_url=False)[:3],
+            )
+            return
+        key: bytes = command.agent_did.encode()
+        state = states.get(key)
+        if state is None:
+            log.warning(
+                "Reinstate %s refused: unknown agent (no state is created for it)",
+                command.agent_did,
+            )
+            return
+        outcome = apply_reinstatement(
+            command.agent_did,
+            state,
+            message.offset,
+            self.now_ms(),
+            command.requested_by,
+            command.reason,
+            command.request_id,
+        )
+        if outcome.refused is not None:
+            states.mark_dirty(key)  # the command's offset is recorded as applied
+            log.warning("Reinstate %s refused: %s", command.agent_did, outcome.refused)
+            return
+        reinstatement = outcome.reinstatement or outcome.republish
+        if reinstatement is None:
+            return
+        states.mark_dirty(key)
+        log.info(
+            "Reinstated %s by %s: %s",
+            command.agent_did,
+            reinstatement.requested_by,
+            reinstatement.reason,
+        )
+        outbox.ordered.append(
+            (
+                self.names.revocations,
+                key,
+                reinstatement_message(command.agent_did, reinstatement),
+                message.partition,
+            )
+        )
 
     def _on_tick(
         self,

@@ -39,6 +39,11 @@ class TopicNames:
         return f"{self.prefix}trust.internal.ticks"
 
     @property
+    def commands(self) -> str:
+        """Internal: operator commands about one agent (reinstate), keyed and partitioned by DID."""
+        return f"{self.prefix}trust.internal.commands"
+
+    @property
     def all(self) -> tuple[str, ...]:
         """Every topic the service creates."""
         return (*self.copartitioned, self.deadletter, self.config)
@@ -46,4 +51,4 @@ class TopicNames:
     @property
     def copartitioned(self) -> tuple[str, ...]:
         """Topics that must share one partition count: an agent lives on one partition number."""
-        return (*self.signals, self.ticks, self.scores, self.revocations)
+        return (*self.signals, self.ticks, self.commands, self.scores, self.revocations)

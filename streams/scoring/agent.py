@@ -75,6 +75,19 @@ class Revocation:
 
 
 @dataclass(frozen=True, slots=True)
+class Reinstatement:
+    """An operator lifted a revocation: the audit record, kept to be re-published identically."""
+
+    reinstatement_id: str
+    reinstated_at_ms: int
+    lifted_revocation_id: str
+    requested_by: str
+    reason: str
+    request_id: str | None
+    command_offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class ScoreUpdate:
     """Everything a window's score update says, frozen at the moment the window closed."""
 
@@ -120,6 +133,13 @@ class AgentState:
     #: Offset of the tick that last closed windows for this agent, and what it published.
     last_close_tick: int = -1
     last_updates: tuple[ScoreUpdate, ...] = ()
+    #: Offset of the last operator command applied (commands topic), and the last reinstatement.
+    applied_command_offset: int = -1
+    reinstatement: Reinstatement | None = None
+    #: Set by a reinstatement while the score is still below the threshold: the operator accepted
+    #: that level, so only a fall below it (or below the threshold again after recovering)
+    #: revokes. Cleared once the score is back at or above the threshold.
+    reinstated_at_score: int | None = None
 
     def dimension_scores(self) -> tuple[float, ...]:
         return tuple(dimension_score(values) for values in self.recent)
@@ -181,6 +201,12 @@ def _maybe_revoke(
 ) -> Revocation | None:
     if state.revoked:
         return None
+    accepted = state.reinstated_at_score
+    if accepted is not None:
+        if recalculation.total_score >= config.revocation_threshold:
+            state.reinstated_at_score = None
+        elif recalculation.total_score >= accepted:
+            return None
     reason: str | None = None
     if recalculation.total_score < config.revocation_threshold:
         reason = f"Trust score {recalculation.total_score} below threshold"
@@ -314,3 +340,45 @@ def reinstate(state: AgentState) -> bool:
         return False
     state.revoked = False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class ReinstateOutcome:
+    reinstatement: Reinstatement | None = None
+    #: A redelivered command whose reinstatement must be published again.
+    republish: Reinstatement | None = None
+    refused: str | None = None
+
+
+def apply_reinstatement(
+    agent_did: str,
+    state: AgentState,
+    command_offset: int,
+    now_ms: int,
+    requested_by: str,
+    reason: str,
+    request_id: str | None,
+) -> ReinstateOutcome:
+    """An operator's reinstate command, applied once however often it is delivered."""
+    if command_offset <= state.applied_command_offset:
+        previous = state.reinstatement
+        if previous is not None and previous.command_offset == command_offset:
+            return ReinstateOutcome(republish=previous)
+        return ReinstateOutcome()
+    state.applied_command_offset = command_offset
+    lifted = state.revocation
+    if lifted is None or not reinstate(state):
+        return ReinstateOutcome(refused="the agent is not revoked")
+    state.reinstated_at_score = state.score
+    state.reinstatement = Reinstatement(
+        reinstatement_id=str(
+            uuid.uuid5(_REVOCATION_NAMESPACE, f"{agent_did}#reinstated#{state.revocation_count}")
+        ),
+        reinstated_at_ms=now_ms,
+        lifted_revocation_id=lifted.revocation_id,
+        requested_by=requested_by,
+        reason=reason,
+        request_id=request_id,
+        command_offset=command_offset,
+    )
+    return ReinstateOutcome(reinstatement=state.reinstatement)

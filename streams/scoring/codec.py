@@ -14,6 +14,7 @@ import orjson
 
 from .agent import (
     AgentState,
+    Reinstatement,
     Revocation,
     ScoreUpdate,
     SignalTrigger,
@@ -63,6 +64,20 @@ def _decode_revocation(raw: list[Any] | None) -> Revocation | None:
     else:
         trigger = WindowTrigger(trig[1])
     return Revocation(rid, at, total, threshold, reason, tuple(scores), trigger, version)
+
+
+def _encode_reinstatement(r: Reinstatement | None) -> list[Any] | None:
+    if r is None:
+        return None
+    return [
+        r.reinstatement_id,
+        r.reinstated_at_ms,
+        r.lifted_revocation_id,
+        r.requested_by,
+        r.reason,
+        r.request_id,
+        r.command_offset,
+    ]
 
 
 def _encode_update(u: ScoreUpdate) -> list[Any]:
@@ -136,6 +151,9 @@ def encode_state(state: AgentState) -> bytes:
             _encode_revocation(state.revocation),
             state.last_close_tick,
             [_encode_update(u) for u in state.last_updates],
+            state.applied_command_offset,
+            _encode_reinstatement(state.reinstatement),
+            state.reinstated_at_score,
         ]
     )
 
@@ -172,6 +190,9 @@ def _state_from_fields(raw: list[Any]) -> AgentState:
         revocation,
         last_close_tick,
         last_updates,
+        applied_command_offset,
+        reinstatement,
+        reinstated_at_score,
     ) = raw
     return AgentState(
         recent=recent,
@@ -186,4 +207,7 @@ def _state_from_fields(raw: list[Any]) -> AgentState:
         revocation=_decode_revocation(revocation),
         last_close_tick=last_close_tick,
         last_updates=tuple(_decode_update(u) for u in last_updates),
+        applied_command_offset=applied_command_offset,
+        reinstatement=None if reinstatement is None else Reinstatement(*reinstatement),
+        reinstated_at_score=reinstated_at_score,
     )

@@ -1,0 +1,105 @@
+"""An operator reinstates a revoked agent: audited, and a later fall revokes it again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from streams.messages import ReinstatementEvent, RevocationEvent
+from tests.support.broker import REPO_ROOT
+from tests.support.kafka_io import consume, produce
+from tests.support.signals import Fleet
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+async def test_reinstated_agent_is_audited_unrevoked_and_revoked_again_on_a_later_fall(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    worker = spawn_worker(window_seconds="2", grace_seconds="1")
+    worker.wait_until_assigned(timeout=120)
+    fleet = Fleet(topic_prefix)
+    did = "did:mesh:second-chance"
+    revocations = f"{topic_prefix}trust.revocations"
+
+    refused = cli(worker.env, "reinstate", "--agent", did, "--reason", "x", "--timeout", "3")
+    assert refused.returncode == 1 and "unknown or not revoked" in refused.stderr
+
+    bad = [("security_posture", 0.0), ("policy_compliance", 0.0)]
+    await produce(kafka_bootstrap, [fleet.record(did, d, v) for d, v in bad])
+    first = await consume(
+        kafka_bootstrap,
+        [revocations],
+        until=lambda r: len(r) >= 1,
+        timeout=30,
+        what="the first revocation",
+    )
+    first_revocation = RevocationEvent.model_validate(first[0].json())
+
+    done = cli(
+        worker.env,
+        "reinstate",
+        "--agent",
+        did,
+        "--reason",
+        "false positive: IDS bug",
+        "--by",
+        "secops",
+    )
+    assert done.returncode == 0, done.stderr
+    audit = ReinstatementEvent.model_validate(json.loads(done.stdout))
+    assert audit.agent_did == did and audit.requested_by == "secops"
+    assert audit.lifted_revocation_id == first_revocation.revocation_id
+    records = await consume(
+        kafka_bootstrap,
+        [revocations],
+        until=lambda r: len(r) >= 2,
+        timeout=30,
+        what="the audit event on the revocation topic",
+    )
+    assert records[1].json()["type"] == "reinstated" and records[1].key == did.encode()
+
+    # Good behaviour is scored as not revoked...
+    await produce(kafka_bootstrap, [fleet.record(did, "security_posture", 1.0)] * 20)
+    updates = await consume(
+        kafka_bootstrap,
+        [f"{topic_prefix}trust.scores"],
+        until=lambda r: any(
+            u.json()["dimensions"]["security_posture"]["signal_count"] == 21 for u in r
+        ),
+        timeout=30,
+        what="an update after the good signals",
+    )
+    latest = updates[-1].json()
+    assert latest["revoked"] is False and latest["total_score"] >= 300
+
+    # ...and a later fall below the threshold revokes again, as a new revocation.
+    await produce(
+        kafka_bootstrap,
+        [fleet.record(did, "output_quality", 0.0)] * 3
+        + [fleet.record(did, "collaboration_health", 0.0)] * 3
+        + [fleet.record(did, "resource_efficiency", 0.0)] * 3,
+    )
+    records = await consume(
+        kafka_bootstrap,
+        [revocations],
+        until=lambda r: len(r) >= 3,
+        timeout=30,
+        what="the second revocation",
+    )
+    second = RevocationEvent.model_validate(records[2].json())
+    assert second.agent_did == did
+    assert second.revocation_id != first_revocation.revocation_id
+    assert "Traceback" not in worker.log
