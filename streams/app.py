@@ -15,6 +15,7 @@ from faust.types import TP
 
 from .closing import encode_tick
 from .config_topic import ConfigFollower
+from .observability import install as install_observability
 from .pipeline import ScoringPipeline, wall_clock_ms
 from .settings import Settings
 from .statestore import StateStore
@@ -157,4 +158,5 @@ def create_app(settings: Settings) -> TrustApp:
         pipeline.forget_partitions(set(owned))
         log.info("Assigned partitions %s of %d", owned, settings.partitions)
 
+    install_observability(app, pipeline, config)
     return TrustApp(app, settings, names, table, pipeline, config)

@@ -101,6 +101,8 @@ class ScoringPipeline:
         self.windows = windows
         self.config = config
         self.config_ready = config_ready
+        #: Called with each applied signal's latency in seconds (metrics install it).
+        self.observe_latency: Callable[[float], None] | None = None
         self.max_message_bytes = max_message_bytes
         self.now_ms = now_ms
         self.dimension_of_topic = {name: i for i, name in enumerate(names.signals)}
@@ -249,6 +251,8 @@ class ScoringPipeline:
         )
         if outcome.applied:
             self.counters.signals_applied[dimension] += 1
+            if self.observe_latency is not None:
+                self.observe_latency(max(0.0, time.time() - message.timestamp))
             states.mark_dirty(key)
             schedule.track(key, state)
             if outcome.revocation is not None:

@@ -1,0 +1,134 @@
+"""Health, readiness and Prometheus metrics, served by every worker's web server.
+
+- ``/healthz``: the process is up and its event loop answers.
+- ``/readyz``: 200 once the worker has its partitions, has recovered its tables and has read the
+  scoring configuration; 503 with the reasons until then (and during a rebalance).
+- ``/metrics``: Prometheus text format. Counters are read from the pipeline's own counters at
+  scrape time, so nothing on the hot path is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config_topic import ConfigFollower
+from .pipeline import ScoringPipeline
+from .scoring.model import DIMENSIONS
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+#: Seconds from a signal's record timestamp to its processing.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class PipelineCollector(Collector):
+    def __init__(self, app: Any, pipeline: ScoringPipeline, config: ConfigFollower) -> None:
+        self._app = app
+        self._pipeline = pipeline
+        self._config = config
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._pipeline.counters
+        applied = CounterMetricFamily(
+            "trust_signals_applied", "Signals applied to agent state", labels=["dimension"]
+        )
+        for i, dimension in enumerate(DIMENSIONS):
+            applied.add_metric([dimension.value], counters.signals_applied[i])
+        yield applied
+        for name, documentation, value in (
+            (
+                "trust_signals_redelivered",
+                "Redelivered signals recognised and skipped",
+                counters.duplicates_skipped,
+            ),
+            ("trust_dead_letters", "Records sent to the dead-letter topic", counters.dead_letters),
+            ("trust_revocations", "Revocations published", counters.revocations),
+            (
+                "trust_windows_closed",
+                "Score updates published at window close",
+                counters.windows_closed,
+            ),
+            (
+                "trust_updates_republished",
+                "Recorded outputs re-published after a redelivery",
+                counters.updates_republished,
+            ),
+            (
+                "trust_offset_holes_rewound",
+                "Consumer offset holes rewound and re-read",
+                self._pipeline.offsets.holes_rewound,
+            ),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+        yield GaugeMetricFamily(
+            "trust_config_version",
+            "Scoring configuration version in force",
+            value=self._config.current.version,
+        )
+        yield GaugeMetricFamily(
+            "trust_tick_lag_seconds",
+            "How far behind the wall clock the last tick was processed",
+            value=counters.tick_lag_ms / 1000,
+        )
+        yield self._consumer_lag()
+
+    def _consumer_lag(self) -> Metric:
+        lag = GaugeMetricFamily(
+            "trust_consumer_lag",
+            "Records not yet processed, per input partition",
+            labels=["topic", "partition"],
+        )
+        consumer = getattr(self._app, "_consumer", None)
+        if consumer is None:
+            return lag
+        expected = self._pipeline.offsets.expected
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = expected.get((tp.topic, tp.partition))
+            if highwater is None or position is None:
+                continue
+            lag.add_metric([tp.topic, str(tp.partition)], max(0, highwater - position))
+        return lag
+
+
+def install(app: Any, pipeline: ScoringPipeline, config: ConfigFollower) -> None:
+    """Register the health, readiness and metrics pages and the latency histogram."""
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(app, pipeline, config))
+    latency = Histogram(
+        "trust_processing_latency_seconds",
+        "Seconds from a signal's record timestamp until it was applied",
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    pipeline.observe_latency = latency.observe
+
+    @app.page("/healthz")
+    class Healthz(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    class Readyz(View):
+        async def get(self, request: Request) -> Response:
+            waiting = []
+            if app._consumer is None or app.rebalancing:
+                waiting.append("joining the consumer group")
+            if not app.tables.recovery.completed.is_set():
+                waiting.append("recovering state tables")
+            if not config.ready.is_set():
+                waiting.append("reading the scoring configuration")
+            if waiting:
+                return self.json({"ready": False, "waiting_for": waiting}, status=503)
+            return self.json({"ready": True, "config_version": config.current.version})
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp takes the charset apart from the content type.
+            return self.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
