@@ -23,6 +23,7 @@ class AcceptedSignal:
     value: float
     timestamp_ms: int
     signal_id: str | None
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,9 @@ def read_signal(
         if signal.timestamp is not None
         else record_timestamp_ms
     )
-    return AcceptedSignal(signal.agent_did, float(signal.value), timestamp_ms, signal.signal_id)
+    return AcceptedSignal(
+        signal.agent_did, float(signal.value), timestamp_ms, signal.signal_id, signal.source
+    )
 
 
 def _text_or_base64(data: bytes | None) -> tuple[str | None, str | None]:

@@ -248,6 +248,7 @@ class ScoringPipeline:
             clock.time_ms,
             self.windows,
             self.config(),
+            signal.source,
         )
         if outcome.applied:
             self.counters.signals_applied[dimension] += 1

@@ -29,6 +29,8 @@ from .model import (
 from .windows import WindowPolicy
 
 N_DIMENSIONS = len(DIMENSIONS)
+#: Signals kept per agent to show in its explanation.
+EXPLAINED_SIGNALS = 10
 _REVOCATION_NAMESPACE = uuid.UUID("6f1c1d52-53c5-4f3e-9a55-3f0b8e3c1a10")
 
 
@@ -140,6 +142,9 @@ class AgentState:
     #: that level, so only a fall below it (or below the threshold again after recovering)
     #: revokes. Cleared once the score is back at or above the threshold.
     reinstated_at_score: int | None = None
+    #: The last few signals applied, newest last, for explanations: (dimension, value, source,
+    #: timestamp ms).
+    recent_signals: list[tuple[int, float, str, int]] = field(default_factory=list)
 
     def dimension_scores(self) -> tuple[float, ...]:
         return tuple(dimension_score(values) for values in self.recent)
@@ -239,6 +244,7 @@ def apply_signal(
     partition_clock_ms: int,
     windows: WindowPolicy,
     config: ScoringConfig,
+    source: str = "",
 ) -> SignalOutcome:
     """Apply one validated signal; windows ending (plus grace) by the partition clock are closed."""
     d = trigger.dimension
@@ -259,6 +265,10 @@ def apply_signal(
     if len(recent) > RECENT_SIGNALS_PER_DIMENSION:
         del recent[0]
     state.lifetime[d] += 1
+    explained = state.recent_signals
+    explained.append((d, value, source, signal_ms))
+    if len(explained) > EXPLAINED_SIGNALS:
+        del explained[0]
 
     window_start = windows.start_of(windows.effective_timestamp(signal_ms, now_ms))
     if windows.is_closed(window_start, partition_clock_ms):

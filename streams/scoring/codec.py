@@ -154,6 +154,7 @@ def encode_state(state: AgentState) -> bytes:
             state.applied_command_offset,
             _encode_reinstatement(state.reinstatement),
             state.reinstated_at_score,
+            state.recent_signals,
         ]
     )
 
@@ -193,6 +194,7 @@ def _state_from_fields(raw: list[Any]) -> AgentState:
         applied_command_offset,
         reinstatement,
         reinstated_at_score,
+        recent_signals,
     ) = raw
     return AgentState(
         recent=recent,
@@ -210,4 +212,5 @@ def _state_from_fields(raw: list[Any]) -> AgentState:
         applied_command_offset=applied_command_offset,
         reinstatement=None if reinstatement is None else Reinstatement(*reinstatement),
         reinstated_at_score=reinstated_at_score,
+        recent_signals=[(d, v, s, t) for d, v, s, t in recent_signals],
     )

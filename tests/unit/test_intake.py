@@ -51,13 +51,13 @@ def rejected_as(result: AcceptedSignal | Rejection, kind: str) -> None:
 
 
 def test_good_signal_without_timestamp_takes_the_record_timestamp() -> None:
-    assert read(GOOD) == AcceptedSignal(DID, 0.5, RECORD_MS, None)
+    assert read(GOOD) == AcceptedSignal(DID, 0.5, RECORD_MS, None, "policy_engine")
 
 
 def test_good_signal_with_timestamp_uses_it() -> None:
     result = read(with_(timestamp="2024-06-10T06:13:20.456Z", signal_id="sig-1"))
     expected_ms = round(datetime(2024, 6, 10, 6, 13, 20, 456000, tzinfo=UTC).timestamp() * 1000)
-    assert result == AcceptedSignal(DID, 0.5, expected_ms, "sig-1")
+    assert result == AcceptedSignal(DID, 0.5, expected_ms, "sig-1", "policy_engine")
 
 
 def test_timestamp_with_an_offset_means_the_same_instant() -> None:
