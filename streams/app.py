@@ -13,6 +13,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from .api import install as install_api
 from .closing import encode_tick
 from .config_topic import ConfigFollower
 from .observability import install as install_observability
@@ -80,6 +81,8 @@ def create_app(settings: Settings) -> TrustApp:
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
+        # How the other workers reach this one when they forward a request about our agents.
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
     )
     table = app.Table(
@@ -90,9 +93,10 @@ def create_app(settings: Settings) -> TrustApp:
         partitions=settings.partitions,
     )
     config = ConfigFollower(settings.kafka_bootstrap_servers, names.config, settings.scoring_config)
+    store = StateStore(app, table, cache_agents=settings.state_cache_agents)
     pipeline = ScoringPipeline(
         app=app,
-        store=StateStore(app, table, cache_agents=settings.state_cache_agents),
+        store=store,
         names=names,
         windows=settings.window_policy,
         config=config.config,
@@ -159,4 +163,5 @@ def create_app(settings: Settings) -> TrustApp:
         log.info("Assigned partitions %s of %d", owned, settings.partitions)
 
     install_observability(app, pipeline, config)
+    install_api(app, settings, table, store, config)
     return TrustApp(app, settings, names, table, pipeline, config)
