@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from .config_topic import ConfigFollower, ConfigUpdate, _to_config, describe, publish_config
 from .messages import DID_RE, ReinstateCommand, iso_utc
+from .openapi import document
 from .scoring.agent import AgentState
 from .scoring.formulas import contribution_points, trend
 from .scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig, tier_for
@@ -173,6 +174,12 @@ def install(
     api = Api(app, settings, table, store, config)
 
     routed = app.table_route(table=table, match_info="did")
+    openapi_document = document()
+
+    @app.page("/openapi.json")
+    class OpenApi(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(openapi_document)
 
     @app.page("/agents/{did}/score")
     class Score(View):
