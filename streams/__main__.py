@@ -28,6 +28,7 @@ COMMANDS = {
     "demo": ("streams.console", "command_demo"),
     "config": ("streams.console.config", "command"),
     "reinstate": ("streams.console.reinstate", "command"),
+    "explain": ("streams.console.explain", "command"),
 }
 SETTINGS_EPILOG = (
     "Settings come from TRUST_* environment variables (see README.md); --bootstrap-servers and "
@@ -214,6 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cfg.add_argument("--clear-floors", action="store_true", help="remove every floor first")
     cfg.add_argument("--warning-threshold", type=int, metavar="N")
+
+    exp = sub.add_parser(
+        "explain",
+        help="why an agent has the score it has",
+        description="Ask a worker's HTTP API (any worker: it forwards to the agent's owner) for "
+        "the agent's explanation: per-dimension score, weight, points of the total, signal counts, "
+        "the last signals, trend and revocation. Exit 1 for an unknown agent.",
+        epilog=SETTINGS_EPILOG,
+    )
+    exp.add_argument("--agent", required=True, metavar="DID")
+    exp.add_argument(
+        "--url", help="a worker's base URL (default: http://TRUST_WEB_HOST:TRUST_WEB_PORT)"
+    )
+    exp.add_argument("--json", action="store_true", help="the raw JSON answer")
 
     rein = sub.add_parser(
         "reinstate",

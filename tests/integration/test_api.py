@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -11,6 +13,7 @@ import urllib.request
 from aiokafka.partitioner import murmur2
 
 from tests.oracle import OracleAgent
+from tests.support.broker import REPO_ROOT
 from tests.support.kafka_io import consume, produce
 from tests.support.signals import Fleet
 
@@ -29,6 +32,26 @@ def call(port: str, method: str, path: str, body: dict | None = None, token: str
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def _explain(did: str, port: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "explain",
+            "--agent",
+            did,
+            "--url",
+            f"http://127.0.0.1:{port}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def wait_ready(port: str, timeout: float = 90) -> None:
@@ -132,6 +155,11 @@ async def test_every_endpoint_answers_for_either_workers_agents_through_either_w
     while call(ports[0], "GET", "/config")[1]["version"] != answer["version"]:
         assert time.monotonic() < deadline, "the new configuration never reached worker 1"
         await asyncio.sleep(0.2)
+
+    explained = _explain(agents[1], ports[0])
+    assert explained.returncode == 0, explained.stderr
+    assert agents[1] in explained.stdout and "security_posture" in explained.stdout
+    assert "policy_engine" in explained.stdout
 
     assert call(ports[0], "POST", f"/agents/{agents[0]}/reinstate", {"reason": "x"})[0] == 401
     assert call(ports[0], "POST", f"/agents/{agents[0]}/reinstate", [1], token=TOKEN)[0] == 400
