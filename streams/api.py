@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -181,27 +182,22 @@ def install(
         async def get(self, request: Request) -> Response:
             return self.json(openapi_document)
 
-    @app.page("/agents/{did}/score")
-    class Score(View):
-        @routed
-        async def get(self, request: Request, did: str) -> Response:
-            if not DID_RE.match(did):
-                return _error(self, 422, f"{did!r} is not a DID (did:<method>:<id>)")
-            state = api.state_of(did)
-            if state is None:
-                return _error(self, 404, f"unknown agent {did}")
-            return self.json(summary(did, state, config.current))
+    def agent_page(path: str, render: Callable[[str, AgentState, ScoringConfig], Any]) -> None:
+        """A read about one agent, answered by the worker that owns it."""
 
-    @app.page("/agents/{did}/explanation")
-    class Explanation(View):
-        @routed
-        async def get(self, request: Request, did: str) -> Response:
-            if not DID_RE.match(did):
-                return _error(self, 422, f"{did!r} is not a DID (did:<method>:<id>)")
-            state = api.state_of(did)
-            if state is None:
-                return _error(self, 404, f"unknown agent {did}")
-            return self.json(explanation(did, state, config.current))
+        @app.page(path)
+        class AgentPage(View):
+            @routed
+            async def get(self, request: Request, did: str) -> Response:
+                if not DID_RE.match(did):
+                    return _error(self, 422, f"{did!r} is not a DID (did:<method>:<id>)")
+                state = api.state_of(did)
+                if state is None:
+                    return _error(self, 404, f"unknown agent {did}")
+                return self.json(render(did, state, config.current))
+
+    agent_page("/agents/{did}/score", summary)
+    agent_page("/agents/{did}/explanation", explanation)
 
     @app.page("/agents/at-risk")
     class AtRisk(View):

@@ -31,7 +31,7 @@ from tests.support.broker import REPO_ROOT
 from tests.support.kafka_io import Record, consume, create_topics, produce
 
 PARTITIONS = 3
-TOPIC_COUNT = 10
+TOPIC_COUNT = 11
 EXAMPLES = REPO_ROOT / "schemas" / "examples"
 
 
@@ -88,6 +88,7 @@ def all_topics(prefix: str) -> list[str]:
     return [
         *(f"{prefix}signals.{d}" for d in dims),
         f"{prefix}trust.internal.ticks",
+        f"{prefix}trust.internal.commands",
         f"{prefix}trust.scores",
         f"{prefix}trust.revocations",
         f"{prefix}signals.deadletter",

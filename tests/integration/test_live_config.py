@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from datetime import datetime
 
 from tests.oracle import OracleAgent
-from tests.support.broker import REPO_ROOT
+from tests.support.cli import run_cli
 from tests.support.kafka_io import consume, produce
 from tests.support.signals import Fleet
 from tests.support.worker import WorkerProcess
@@ -23,15 +21,7 @@ IN_FORCE = re.compile(
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(env, *args)
 
 
 def in_force_at(worker: WorkerProcess, version: int, timeout: float) -> float:

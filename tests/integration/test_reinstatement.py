@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 from streams.messages import ReinstatementEvent, RevocationEvent
-from tests.support.broker import REPO_ROOT
+from tests.support.cli import run_cli
 from tests.support.kafka_io import consume, produce
 from tests.support.signals import Fleet
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    return run_cli(env, *args)
 
 
 async def test_reinstated_agent_is_audited_unrevoked_and_revoked_again_on_a_later_fall(
