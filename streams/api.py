@@ -26,6 +26,7 @@ from .config_topic import ConfigFollower, ConfigUpdate, _to_config, describe, pu
 from .messages import DID_RE, ReinstateCommand, iso_utc
 from .openapi import document
 from .scoring.agent import AgentState
+from .scoring.codec import decode_state
 from .scoring.formulas import contribution_points, trend
 from .scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig, tier_for
 from .settings import Settings
@@ -125,8 +126,6 @@ class Api:
                 return cached
             raw = self.store.get(partition, key)
             if raw is not None:
-                from .scoring.codec import decode_state
-
                 return decode_state(raw)
         return None
 

@@ -7,7 +7,3 @@ class TrustServiceError(Exception):
 
 class TopicLayoutError(TrustServiceError):
     """Topics are missing or disagree in partition count; the message says how to fix them."""
-
-
-class BrokerUnavailableError(TrustServiceError):
-    """No Kafka broker answered at the bootstrap servers: check TRUST_KAFKA_BOOTSTRAP_SERVERS."""

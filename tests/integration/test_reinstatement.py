@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
+import urllib.request
 
 from streams.messages import ReinstatementEvent, RevocationEvent
 from tests.support.cli import run_cli
 from tests.support.kafka_io import consume, produce
 from tests.support.signals import Fleet
+
+TOKEN = "operator-token"
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -18,7 +22,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 async def test_reinstated_agent_is_audited_unrevoked_and_revoked_again_on_a_later_fall(
     kafka_bootstrap: str, spawn_worker, topic_prefix: str
 ) -> None:
-    worker = spawn_worker(window_seconds="2", grace_seconds="1")
+    worker = spawn_worker(window_seconds="2", grace_seconds="1", admin_token=TOKEN)
     worker.wait_until_assigned(timeout=120)
     fleet = Fleet(topic_prefix)
     did = "did:mesh:second-chance"
@@ -92,4 +96,37 @@ async def test_reinstated_agent_is_audited_unrevoked_and_revoked_again_on_a_late
     second = RevocationEvent.model_validate(records[2].json())
     assert second.agent_did == did
     assert second.revocation_id != first_revocation.revocation_id
+
+    # The same through the HTTP API of the worker, with the operator's token.
+    status, accepted = _post(
+        worker.env["TRUST_WEB_PORT"],
+        f"/agents/{did}/reinstate",
+        {"reason": "reviewed", "requested_by": "oncall"},
+        TOKEN,
+    )
+    assert status == 202, accepted
+    records = await consume(
+        kafka_bootstrap,
+        [revocations],
+        until=lambda r: len(r) >= 4,
+        timeout=30,
+        what="the audit event of the HTTP reinstatement",
+    )
+    audit = ReinstatementEvent.model_validate(records[3].json())
+    assert audit.request_id == accepted["request_id"] and audit.requested_by == "oncall"
+    assert audit.lifted_revocation_id == second.revocation_id
     assert "Traceback" not in worker.log
+
+
+def _post(port: str, path: str, body: dict, token: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
