@@ -1,7 +1,7 @@
 """The test oracle: an independent reference implementation of the scoring contract.
 
-Written straight from the contract (``/work/shared/seed/README.md``) and the seed ``RewardEngine``
-(``/work/shared/seed/reward_engine_seed.txt``), and deliberately NOT from ``streams/``: nothing here
+Written straight from the scoring contract and the reference ``RewardEngine`` it reimplements (the
+"seed" below), and deliberately NOT from ``streams/``: nothing here
 imports from ``streams``, so when the service and this module agree, two independent readings of the
 contract agree. Unit tests compare the pure scoring code against it; integration tests use it to
 predict what the running service must publish.
