@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +12,7 @@ import urllib.request
 from aiokafka.partitioner import murmur2
 
 from tests.oracle import OracleAgent
-from tests.support.broker import REPO_ROOT
+from tests.support.cli import run_cli
 from tests.support.kafka_io import consume, produce
 from tests.support.signals import Fleet
 
@@ -35,35 +34,7 @@ def call(port: str, method: str, path: str, body: dict | None = None, token: str
 
 
 def _explain(did: str, port: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams",
-            "explain",
-            "--agent",
-            did,
-            "--url",
-            f"http://127.0.0.1:{port}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def wait_ready(port: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if call(port, "GET", "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"worker on {port} not ready within {timeout} s")
+    return run_cli({}, "explain", "--agent", did, "--url", f"http://127.0.0.1:{port}")
 
 
 async def test_every_endpoint_answers_for_either_workers_agents_through_either_worker(
@@ -81,8 +52,8 @@ async def test_every_endpoint_answers_for_either_workers_agents_through_either_w
     second.wait_until_assigned(timeout=120)
     first.wait_for_log("Assigned partitions [", timeout=60)
     ports = [first.env["TRUST_WEB_PORT"], second.env["TRUST_WEB_PORT"]]
-    for port in ports:
-        wait_ready(port)
+    for worker in (first, second):
+        worker.wait_until_ready()
 
     # One agent per partition, so each worker owns one of them.
     agents: dict[int, str] = {}

@@ -3,9 +3,6 @@ response conforms to the document."""
 
 from __future__ import annotations
 
-import time
-import urllib.request
-
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -24,18 +21,6 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-
-
-def _wait_ready(base: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            assert time.monotonic() < deadline, "the worker never became ready"
-        time.sleep(0.2)
 
 
 async def test_api_conforms_to_its_openapi_document(  # type: ignore[no-untyped-def]
@@ -57,8 +42,8 @@ async def test_api_conforms_to_its_openapi_document(  # type: ignore[no-untyped-
         timeout=30,
         what="the probes' updates",
     )
-    base = f"http://127.0.0.1:{worker.env['TRUST_WEB_PORT']}"
-    _wait_ready(base)
+    worker.wait_until_ready()
+    base = worker.base_url
 
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]

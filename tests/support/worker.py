@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,25 @@ class WorkerProcess:
 
     def wait_until_assigned(self, timeout: float = 90.0) -> None:
         self.wait_for_log("Assigned partitions", timeout)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['TRUST_WEB_PORT']}"
+
+    def wait_until_ready(self, timeout: float = 90.0) -> None:
+        """Until its /readyz answers 200 (partitions assigned, tables recovered, config read)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if not self.running():
+                raise AssertionError(f"worker exited:\n{self.log_since_start()[-4000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready within {timeout:.0f} s")
 
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.poll()
