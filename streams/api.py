@@ -100,13 +100,11 @@ class Api:
         self,
         app: Any,
         settings: Settings,
-        table: Any,
         store: StateStore,
         config: ConfigFollower,
     ) -> None:
         self.app = app
         self.settings = settings
-        self.table = table
         self.store = store
         self.config = config
         self.names = TopicNames(settings.topic_prefix)
@@ -171,7 +169,7 @@ def _error(view: View, status: int, message: str) -> Response:
 def install(
     app: Any, settings: Settings, table: Any, store: StateStore, config: ConfigFollower
 ) -> Api:
-    api = Api(app, settings, table, store, config)
+    api = Api(app, settings, store, config)
 
     routed = app.table_route(table=table, match_info="did")
     openapi_document = document()
