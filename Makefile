@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run worker test test-fast lint typecheck check schemas broker-start broker-stop clean
+.PHONY: run worker test test-fast bench lint typecheck check schemas broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 ## test-fast: only the tests that need no broker
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+## bench: every benchmark scenario, then docs/benchmarks.md from their results (needs Kafka)
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks
 
 lint: $(STAMP)
 	$(BIN)/ruff check streams tests deploy

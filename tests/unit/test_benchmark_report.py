@@ -1,0 +1,332 @@
+"""The benchmark report: built from result files alone, honest about targets, and repeatable."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks import __main__ as runner
+from tests.benchmarks import report
+from tests.benchmarks.results import Figure, Result, Series, Target, percentile
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _throughput() -> Result:
+    result = Result("throughput", "Sustained throughput", parameters={"signals": 500_000})
+    result.add("worker", "one worker, durable", 41_234.56, "signals/s", Target(">=", 35_000))
+    result.add("ratio", "worker vs raw consume", 0.2261, "ratio", Target(">=", 0.5))
+    result.add("raw", "raw aiokafka consume", 182_345.2, "signals/s")
+    result.series["signals per second over time"] = Series(
+        "elapsed (s)", "signals/s", [(0, 40_100.0), (1, 41_800.0), (2, 41_300.0)]
+    )
+    result.notes.append("The worker keeps a durable changelog.")
+    return result
+
+
+def _latency() -> Result:
+    result = Result("latency", "Revocation latency", parameters={"load": 30_000, "quick": True})
+    result.add("p99", "revocation p99", 812.4, "ms", Target("<=", 500))
+    result.add("p50", "revocation p50", 3.2, "ms", Target("<=", 100))
+    samples = [float(v) for v in range(1, 1001)]
+    result.series["revocation latency"] = Series(
+        "latency (ms)", "fraction of revocations", report.cdf_points(samples, 50), "cdf"
+    )
+    result.series["lag by load"] = Series(
+        "load", "lag (ms)", [("10k/s", 12.0), ("20k/s", 30.5), ("30k/s", 1_200.0)], "bar"
+    )
+    return result
+
+
+def _profile() -> Result:
+    result = Result("profile", "Where the worker's time goes")
+    result.add("decode", "decoding", 41.5, "%")
+    result.series["share of time"] = Series(
+        "stage", "% of time", [("decode", 41.5), ("score", 30.0), ("commit", 28.5)], "bar"
+    )
+    return result
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> tuple[Path, Path, str]:
+    results = tmp_path / "benchmarks"
+    for result in (_throughput(), _latency(), _profile()):
+        result.write(results)
+    page = tmp_path / "benchmarks.md"
+    assert report.main(["--results", str(results), "--out", str(page)]) == 0
+    return results, page, page.read_text()
+
+
+def _summary_rows(text: str) -> list[list[str]]:
+    section = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def test_targets_table_gives_each_target_its_verdict(built: tuple[Path, Path, str]) -> None:
+    _, _, text = built
+    rows = _summary_rows(text)
+    worker = ["one worker, durable", "≥ 35,000 signals/s", "41,235 signals/s", report.MET]
+    assert ["Throughput", *worker] in rows
+    ratio = ["worker vs raw consume", f"≥ 0.5{report.TIMES}", f"0.23{report.TIMES}"]
+    assert ["Throughput", *ratio, report.MISSED] in rows
+    assert ["Latency (quick run)", "revocation p99", "≤ 500 ms", "812 ms", report.MISSED] in rows
+    assert ["Latency (quick run)", "revocation p50", "≤ 100 ms", "3.20 ms", report.MET] in rows
+    assert "2 of 4 targets met." in text
+    # Figures without a target are not in the summary; scenarios without any are named.
+    assert not any(row[1] == "raw aiokafka consume" for row in rows)
+    assert "Scenarios with no targets: Profile." in text
+
+
+def test_missing_scenarios_are_listed_as_not_run(built: tuple[Path, Path, str]) -> None:
+    _, _, text = built
+    rows = _summary_rows(text)
+    assert ["State", "—", "—", "—", report.NOT_RUN] in rows
+    assert ["Scale-out", "—", "—", "—", report.NOT_RUN] in rows
+    assert "## State\n\nNot run: there is no `state.json`" in text
+
+
+def test_sections_follow_the_suite_order_with_figures_notes_and_plots(
+    built: tuple[Path, Path, str],
+) -> None:
+    _, _, text = built
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    scenario_headings = headings[headings.index("## Targets") + 1 :]
+    assert scenario_headings == [
+        "## Throughput: Sustained throughput",
+        "## Latency: Revocation latency",
+        "## State",
+        "## Scale-out",
+        "## Profile: Where the worker's time goes",
+    ]
+    assert "| raw aiokafka consume | 182,345 signals/s | — | — |" in text
+    assert "| decoding | 41.5% | — | — |" in text
+    assert "| `signals` | 500,000 |" in text
+    assert "- The worker keeps a durable changelog." in text
+    assert "**Quick run:**" in text.split("## Latency", 1)[1].split("## State", 1)[0]
+    assert "**Quick run:**" not in text.split("## Latency", 1)[0]
+    assert (
+        "![signals per second over time]"
+        "(benchmarks/throughput-signals-per-second-over-time.png)" in text
+    )
+    assert "make bench" in text
+    assert "python -m tests.benchmarks" in text
+
+
+def test_every_series_becomes_a_png(built: tuple[Path, Path, str]) -> None:
+    results, _, text = built
+    expected = [
+        "throughput-signals-per-second-over-time.png",
+        "latency-revocation-latency.png",
+        "latency-lag-by-load.png",
+        "profile-share-of-time.png",
+    ]
+    for name in expected:
+        assert (results / name).read_bytes().startswith(PNG_SIGNATURE), name
+        assert f"(benchmarks/{name})" in text
+    assert sorted(p.name for p in results.glob("*.png")) == sorted(expected)
+
+
+def test_same_results_give_the_same_page_and_plots(built: tuple[Path, Path, str]) -> None:
+    results, page, text = built
+    plots = {p.name: p.read_bytes() for p in results.glob("*.png")}
+    report.main(["--results", str(results), "--out", str(page)])
+    assert page.read_text() == text
+    assert {p.name: p.read_bytes() for p in results.glob("*.png")} == plots
+
+
+def test_the_machine_is_shown_once_or_per_group_when_they_differ(
+    built: tuple[Path, Path, str],
+) -> None:
+    results, page, text = built
+    assert "| CPUs |" in text
+    assert "different machines" not in text
+    path = results / "profile.json"
+    data = json.loads(path.read_text())
+    data["machine"] = {"cpus": 64, "python": "3.12.1"}
+    path.write_text(json.dumps(data))
+    report.build(results, page)
+    text = page.read_text()
+    assert "The results came from different machines" in text
+    assert "**Machine 2** (Profile):" in text
+    assert "| CPUs | 64 |" in text
+
+
+def test_the_verdict_follows_the_numbers_not_the_stored_flag(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks"
+    path = _throughput().write(results)
+    data = json.loads(path.read_text())
+    data["figures"][0]["value"] = 1_000.0  # below the 35,000 target; "met" still says true
+    assert data["figures"][0]["met"] is True
+    path.write_text(json.dumps(data))
+    report.build(results, tmp_path / "benchmarks.md")
+    text = (tmp_path / "benchmarks.md").read_text()
+    worker = ["one worker, durable", "≥ 35,000 signals/s", "1,000 signals/s", report.MISSED]
+    assert ["Throughput", *worker] in _summary_rows(text)
+
+
+def test_no_results_at_all_still_makes_a_page(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    report.main(["--results", str(tmp_path / "absent"), "--out", str(page)])
+    text = page.read_text()
+    rows = _summary_rows(text)
+    assert [row[0] for row in rows] == ["Throughput", "Latency", "State", "Scale-out", "Profile"]
+    assert all(row[-1] == report.NOT_RUN for row in rows)
+    assert "No targets were measured." in text
+
+
+def test_unreadable_files_and_bad_series_are_reported_not_fatal(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks"
+    results.mkdir()
+    (results / "old.json").write_text(json.dumps({"signals": 3000}))
+    (results / "broken.json").write_text("{")
+    result = Result("scaleout", "Scale-out")
+    result.series["empty"] = Series("workers", "signals/s", [])
+    result.series["bad cdf"] = Series("ms", "fraction", [(1.0, 50.0)], "cdf")
+    result.write(results)
+    (results / "scaleout-dropped-series.png").write_bytes(PNG_SIGNATURE)
+    page = tmp_path / "benchmarks.md"
+    report.main(["--results", str(results), "--out", str(page)])
+    text = page.read_text()
+    assert '- `old.json`: not in the result shape (no "figures" list)' in text
+    assert "- `broken.json`: not readable as JSON" in text
+    assert "Series “empty” was not plotted: no points." in text
+    assert "Series “bad cdf” was not plotted: cdf fraction 50.0 is outside [0, 1]." in text
+    # A plot the results no longer describe is not left behind to be mistaken for current.
+    assert not (results / "scaleout-dropped-series.png").exists()
+
+
+def test_a_cdf_of_raw_samples_is_plotted(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks"
+    results.mkdir()
+    data = _latency().as_json()
+    data["series"]["revocation latency"]["points"] = [5.0, 1.0, 3.0, 2.0]
+    (results / "latency.json").write_text(json.dumps(data))
+    report.build(results, tmp_path / "benchmarks.md")
+    assert (results / "latency-revocation-latency.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_other_scenarios_follow_the_suite_alphabetically(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks"
+    for name in ("zeta", "alpha"):
+        Result(name, name.title()).write(results)
+    _throughput().write(results)
+    report.build(results, tmp_path / "b.md")
+    text = (tmp_path / "b.md").read_text()
+    order = [text.index(f"## {name}") for name in ("Throughput", "Profile", "Alpha", "Zeta")]
+    assert order == sorted(order)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "shown"),
+    [
+        (41_234.56, "signals/s", "41,235 signals/s"),
+        (12.34, "agents/s", "12.3 agents/s"),
+        (812.4, "ms", "812 ms"),
+        (12.345, "ms", "12.3 ms"),
+        (3.2, "ms", "3.20 ms"),
+        (0.01234, "s", "0.0123 s"),
+        (123_456_789, "bytes", "123,456,789 bytes (117.7 MiB)"),
+        (512, "bytes", "512 bytes"),
+        (0.2261, "ratio", f"0.23{report.TIMES}"),
+        (41.5, "%", "41.5%"),
+        (10_000, "agents", "10,000 agents"),
+        (2.5, "", "2.50"),
+        (math.nan, "ms", "n/a"),
+    ],
+)
+def test_numbers_are_formatted_for_their_unit(value: float, unit: str, shown: str) -> None:
+    assert report.format_value(value, unit) == shown
+
+
+def test_targets_are_written_as_a_reader_states_them() -> None:
+    assert report.format_target(Target(">=", 35_000), "signals/s") == "≥ 35,000 signals/s"
+    assert report.format_target(Target("<=", 0.25), "s") == "≤ 0.25 s"
+    assert report.format_target(Target("<=", 1_500.5), "ms") == "≤ 1,500.5 ms"
+
+
+def test_cdf_points_are_nearest_rank_fractions_ending_at_the_maximum() -> None:
+    samples = [float(v) for v in range(1000, 0, -1)]
+    points = report.cdf_points(samples, max_points=10)
+    assert len(points) == 10
+    assert points[-1] == (1000.0, 1.0)
+    assert points[0] == (100.0, 0.1)
+    for value, fraction in points:
+        assert percentile(samples, fraction * 100) == value
+    assert report.cdf_points([3.0, 1.0]) == [(1.0, 0.5), (3.0, 1.0)]
+    assert report.cdf_points([]) == []
+
+
+def test_percentile_is_nearest_rank_on_unsorted_samples() -> None:
+    samples = [7.0, 1.0, 10.0, 3.0, 5.0, 2.0, 9.0, 4.0, 8.0, 6.0]
+    assert percentile(samples, 50) == 5.0
+    assert percentile(samples, 90) == 9.0
+    assert percentile(samples, 99) == 10.0
+    assert percentile(samples, 100) == 10.0
+    assert percentile(samples, 0) == 1.0
+    assert percentile([4.2], 99) == 4.2
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_target_met_by_includes_the_bound() -> None:
+    assert Target(">=", 35_000).met_by(35_000)
+    assert Target(">=", 35_000).met_by(35_001)
+    assert not Target(">=", 35_000).met_by(34_999.9)
+    assert Target("<=", 500).met_by(500)
+    assert Target("<=", 500).met_by(12)
+    assert not Target("<=", 500).met_by(500.1)
+    assert Figure("p99", "p99", 600, "ms", Target("<=", 500)).met is False
+    assert Figure("raw", "raw", 600, "ms").met is None
+
+
+def _fake_suite(tmp_path: Path) -> tuple[str, Path]:
+    """A package of stand-in scenarios: one writes its result, one crashes, one writes nothing."""
+    package = tmp_path / "fakebench"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "throughput.py").write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tests.benchmarks.results import Result, Target\n"
+        "out = Path(sys.argv[sys.argv.index('--out-dir') + 1])\n"
+        "r = Result('throughput', 'Stand-in', parameters={'quick': '--quick' in sys.argv})\n"
+        "r.add('w', 'one worker', 40000, 'signals/s', Target('>=', 35000))\n"
+        "r.write(out)\n"
+    )
+    (package / "latency.py").write_text("raise SystemExit(3)\n")
+    (package / "state.py").write_text("")
+    return "fakebench", package
+
+
+def test_runner_keeps_going_past_failures_and_skips_absent_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, package_dir = _fake_suite(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    out_dir = tmp_path / "results" / "benchmarks"
+    out_dir.mkdir(parents=True)
+    outcomes = runner.run_all(
+        runner._selected(None), quick=True, out_dir=out_dir, package=name, package_dir=package_dir
+    )
+    by_name = {o.scenario: o for o in outcomes}
+    assert by_name["throughput"].status == "ok"
+    assert by_name["latency"].status == "failed"
+    assert by_name["latency"].detail == "exit status 3"
+    assert by_name["state"].status == "failed"  # exited 0 without writing a result
+    assert by_name["scaleout"].status == "skipped"
+    assert by_name["report"].status == "ok"
+    assert runner.summarize(outcomes) == 1
+    assert "failed: latency, state" in capsys.readouterr().err
+    text = (tmp_path / "results" / "benchmarks.md").read_text()
+    assert "| Throughput (quick run) | one worker | ≥ 35,000 signals/s |" in text
+
+
+def test_runner_only_keeps_the_suite_order_and_rejects_unknown_names() -> None:
+    assert runner._selected("latency, throughput") == ["throughput", "latency"]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        runner._selected("throughput,nonsense")
+    assert runner.page_for(Path("docs/benchmarks")) == Path("docs/benchmarks.md")
