@@ -16,6 +16,7 @@ from faust.types import TP
 from .api import install as install_api
 from .closing import encode_tick
 from .config_topic import ConfigFollower
+from .feed import SignalFeed
 from .observability import install as install_observability
 from .pipeline import ScoringPipeline, wall_clock_ms
 from .settings import Settings
@@ -35,6 +36,7 @@ class TrustApp:
     table: Any
     pipeline: ScoringPipeline
     config: ConfigFollower
+    feed: SignalFeed
 
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
@@ -104,8 +106,18 @@ def create_app(settings: Settings) -> TrustApp:
         max_message_bytes=settings.max_message_bytes,
         rewind=lambda topic, partition, offset: _rewind(app, topic, partition, offset),
     )
+    # Signals are read by the feed (see streams/feed.py); Faust's stream carries only the ticks
+    # and commands, and its consumer group decides which partitions this worker owns.
+    feed = SignalFeed(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{settings.app_id}-signals",
+        topics=names.signals,
+        process=pipeline.process_records,
+        flush=lambda: app.producer.flush(),
+        batch_max=settings.batch_max,
+        fetch_bytes_per_partition=settings.signal_fetch_bytes_per_partition,
+    )
     source = app.topic(
-        *names.signals,
         names.ticks,
         names.commands,
         key_type=bytes,
@@ -118,6 +130,14 @@ def create_app(settings: Settings) -> TrustApp:
     @app.task
     async def follow_config() -> None:
         await config.run()
+
+    @app.task
+    async def feed_signals() -> None:
+        await feed.start()
+        try:
+            await feed.run()
+        finally:
+            await feed.stop()
 
     # concurrency=1: a stateful agent with more would commit offsets past records in flight.
     @app.agent(source, name="score-signals", concurrency=1)
@@ -152,7 +172,10 @@ def create_app(settings: Settings) -> TrustApp:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
         revoked: set[TP] = args[0]
-        pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == names.ticks})
+        partitions = {tp.partition for tp in revoked if tp.topic == names.ticks}
+        # Before anyone else may take them: finish the batch in flight and commit its positions.
+        await feed.release(partitions)
+        pipeline.forget_partitions(partitions)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
@@ -162,6 +185,13 @@ def create_app(settings: Settings) -> TrustApp:
         pipeline.forget_partitions(set(owned))
         log.info("Assigned partitions %s of %d", owned, settings.partitions)
 
-    install_observability(app, pipeline, config)
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_restored(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+        # Sent once the assigned table partitions are restored: their signals may flow now.
+        consumer = app._consumer
+        if consumer is not None:
+            await feed.own(tp.partition for tp in consumer.assignment() if tp.topic == names.ticks)
+
+    install_observability(app, pipeline, config, feed)
     install_api(app, settings, table, store, config)
-    return TrustApp(app, settings, names, table, pipeline, config)
+    return TrustApp(app, settings, names, table, pipeline, config, feed)

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .config_topic import ConfigFollower
+from .feed import SignalFeed
 from .pipeline import ScoringPipeline
 from .scoring.model import DIMENSIONS
 
@@ -27,10 +28,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class PipelineCollector(Collector):
-    def __init__(self, app: Any, pipeline: ScoringPipeline, config: ConfigFollower) -> None:
+    def __init__(
+        self,
+        app: Any,
+        pipeline: ScoringPipeline,
+        config: ConfigFollower,
+        feed: SignalFeed | None = None,
+    ) -> None:
         self._app = app
         self._pipeline = pipeline
         self._config = config
+        self._feed = feed
 
     def collect(self) -> Iterator[Metric]:
         counters = self._pipeline.counters
@@ -86,6 +94,9 @@ class PipelineCollector(Collector):
         consumer = getattr(self._app, "_consumer", None)
         if consumer is None:
             return lag
+        if self._feed is not None:
+            for tp, behind in sorted(self._feed.lag().items()):
+                lag.add_metric([tp.topic, str(tp.partition)], behind)
         expected = self._pipeline.offsets.expected
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
@@ -96,10 +107,12 @@ class PipelineCollector(Collector):
         return lag
 
 
-def install(app: Any, pipeline: ScoringPipeline, config: ConfigFollower) -> None:
+def install(
+    app: Any, pipeline: ScoringPipeline, config: ConfigFollower, feed: SignalFeed | None = None
+) -> None:
     """Register the health, readiness and metrics pages and the latency histogram."""
     registry = CollectorRegistry()
-    registry.register(PipelineCollector(app, pipeline, config))
+    registry.register(PipelineCollector(app, pipeline, config, feed))
     latency = Histogram(
         "trust_processing_latency_seconds",
         "Seconds from a signal's record timestamp until it was applied",

@@ -9,9 +9,13 @@ then outputs are published in an order that makes them safe to repeat:
    records those outputs is durable in the changelog before any of them can be seen;
 3. the updates and revocations are published.
 
-Offsets are committed by Faust only after the batch is acknowledged and the producer flushed, so a
-crash at any point replays records whose effects are either absent (applied again) or recorded
-(recognised, and their recorded outputs re-published identically).
+Offsets are committed only after the batch is processed and the producer flushed (by Faust for
+ticks and commands, by :mod:`streams.feed` for signals), so a crash at any point replays records
+whose effects are either absent (applied again) or recorded (recognised, and their recorded outputs
+re-published identically).
+
+Signals and Faust's records (ticks, commands) arrive from two consumers; one lock makes their
+batches take turns, since both read and write the same states.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -49,6 +53,25 @@ log = logging.getLogger(__name__)
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Record(NamedTuple):
+    """One consumed record, whichever consumer read it (aiokafka's ConsumerRecord has the same
+    attributes, so the signal feed passes its records as they are)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    #: The record's timestamp in milliseconds.
+    timestamp: int
+
+
+def record_of(event: Any) -> Record:
+    """A Faust event's message as a :class:`Record` (Faust keeps timestamps in seconds)."""
+    m = event.message
+    return Record(m.topic, m.partition, m.offset, m.key, m.value, round(m.timestamp * 1000))
 
 
 @dataclass(slots=True)
@@ -110,6 +133,7 @@ class ScoringPipeline:
         self.clocks: dict[int, PartitionClock] = {}
         self.offsets = OffsetGuard(rewind)
         self.counters = PipelineCounters()
+        self._turn = asyncio.Lock()
 
     # -- partition lifecycle -------------------------------------------------------------------
 
@@ -146,34 +170,46 @@ class ScoringPipeline:
     # -- the batch -----------------------------------------------------------------------------
 
     async def process_batch(self, events: Sequence[Any]) -> None:
+        """Process Faust's events (ticks and commands), guarding against skipped offsets."""
+        await self._wait_for_config()
+        async with self._turn:
+            admitted, holes = self.offsets.admit(events)
+            await self._process_records([record_of(event) for event in admitted])
+            if holes:
+                await self.offsets.rewind_holes(holes)
+
+    async def process_records(self, records: Sequence[Any]) -> None:
+        """Process records read by a plain aiokafka consumer (signals): offsets are contiguous
+        there, and a gap is a real one (a transaction marker), so no guard is needed."""
+        await self._wait_for_config()
+        async with self._turn:
+            await self._process_records(records)
+
+    async def _wait_for_config(self) -> None:
         if self.config_ready is not None and not self.config_ready.is_set():
             # Never score with stale weights: wait until the config topic has been read.
             await self.config_ready.wait()
+
+    async def _process_records(self, records: Sequence[Any]) -> None:
         try:
-            await self._process_batch(events)
+            by_partition: dict[int, list[Any]] = {}
+            for record in records:
+                by_partition.setdefault(record.partition, []).append(record)
+            outbox = Outbox()
+            writes = [
+                (partition, self._process_partition(partition, partition_records, outbox))
+                for partition, partition_records in by_partition.items()
+            ]
+            for partition, changes in writes:
+                await self.store.write(partition, changes)
+            await self._publish(outbox)
         except BaseException:
             # States in the cache may hold changes that were never written: forget them all.
             self.store.forget()
             raise
 
-    async def _process_batch(self, events: Sequence[Any]) -> None:
-        admitted, holes = self.offsets.admit(events)
-        by_partition: dict[int, list[Any]] = {}
-        for event in admitted:
-            by_partition.setdefault(event.message.partition, []).append(event)
-        outbox = Outbox()
-        writes = [
-            (partition, self._process_partition(partition, partition_events, outbox))
-            for partition, partition_events in by_partition.items()
-        ]
-        for partition, changes in writes:
-            await self.store.write(partition, changes)
-        await self._publish(outbox)
-        if holes:
-            await self.offsets.rewind_holes(holes)
-
     def _process_partition(
-        self, partition: int, events: list[Any], outbox: Outbox
+        self, partition: int, records: list[Any], outbox: Outbox
     ) -> list[tuple[bytes, bytes]]:
         """Apply one partition's records in order; return the table writes they amount to."""
         schedule = self._schedule_for(partition)
@@ -181,8 +217,7 @@ class ScoringPipeline:
         states = PartitionStates(self.store, partition)
         ticks_topic = self.names.ticks
         clock_moved = False
-        for event in events:
-            message = event.message
+        for message in records:
             if message.topic == ticks_topic:
                 clock_moved |= self._on_tick(message, states, schedule, clock, outbox)
             elif message.topic == self.names.commands:
@@ -205,7 +240,7 @@ class ScoringPipeline:
         outbox: Outbox,
     ) -> None:
         dimension = self.dimension_of_topic[message.topic]
-        record_ms = round(message.timestamp * 1000)
+        record_ms: int = message.timestamp
         signal = read_signal(
             dimension, message.key, message.value, record_ms, self.max_message_bytes
         )
@@ -253,7 +288,7 @@ class ScoringPipeline:
         if outcome.applied:
             self.counters.signals_applied[dimension] += 1
             if self.observe_latency is not None:
-                self.observe_latency(max(0.0, time.time() - message.timestamp))
+                self.observe_latency(max(0.0, time.time() - record_ms / 1000))
             states.mark_dirty(key)
             schedule.track(key, state)
             if outcome.revocation is not None:

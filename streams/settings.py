@@ -61,7 +61,12 @@ class Settings(BaseSettings):
     fetch_bytes_per_partition: int = Field(
         default=64 * 1024,
         ge=16 * 1024,
-        description="Prefetch per partition; bounds how long a tick waits behind a backlog.",
+        description="Prefetch per tick or command partition; bounds how long a tick waits.",
+    )
+    signal_fetch_bytes_per_partition: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="Prefetch per signal partition (signals have their own consumer).",
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
