@@ -26,7 +26,6 @@ from .config_topic import ConfigFollower, ConfigUpdate, _to_config, describe, pu
 from .messages import DID_RE, ReinstateCommand, iso_utc
 from .openapi import document
 from .scoring.agent import AgentState
-from .scoring.codec import decode_state
 from .scoring.formulas import contribution_points, trend
 from .scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig, tier_for
 from .settings import Settings
@@ -119,12 +118,9 @@ class Api:
     def state_of(self, did: str) -> AgentState | None:
         key = did.encode()
         for partition in self.owned_partitions():
-            cached = self.store.cached(partition, key)
-            if cached is not None:
-                return cached
-            raw = self.store.get(partition, key)
-            if raw is not None:
-                return decode_state(raw)
+            state = self.store.lookup(partition, key)
+            if state is not None:
+                return state
         return None
 
     def local_agents(self) -> list[tuple[str, AgentState]]:

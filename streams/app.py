@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> TrustApp:
         # they cost a syscall and a request each.
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
+        producer_compression_type=None if settings.compression == "none" else settings.compression,
         # Small prefetch per partition: the ticks topic must not wait behind megabytes of
         # prefetched signals, or windows close late under backlog.
         consumer_max_fetch_size=settings.fetch_bytes_per_partition,
@@ -113,7 +114,7 @@ def create_app(settings: Settings) -> TrustApp:
         group_id=f"{settings.app_id}-signals",
         topics=names.signals,
         process=pipeline.process_records,
-        flush=lambda: app.producer.flush(),
+        make_durable=pipeline.make_durable,
         batch_max=settings.batch_max,
         fetch_bytes_per_partition=settings.signal_fetch_bytes_per_partition,
     )
@@ -175,6 +176,7 @@ def create_app(settings: Settings) -> TrustApp:
         partitions = {tp.partition for tp in revoked if tp.topic == names.ticks}
         # Before anyone else may take them: finish the batch in flight and commit its positions.
         await feed.release(partitions)
+        await pipeline.make_durable()
         pipeline.forget_partitions(partitions)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

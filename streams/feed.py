@@ -9,12 +9,12 @@ stay on Faust's stream, and Faust's consumer group still decides which worker ow
 
 How ownership follows Faust:
 - a partition is fed once Faust reports the rebalance complete (its table partition restored);
-- on revocation, the batch in flight finishes, the producer is flushed (its state is durable in
-  the changelog) and the partition's position is committed, before Faust hands it to another
-  worker.
+- on revocation, the batch in flight finishes, staged states are written and the producer
+  flushed (the state is durable in the changelog) and the partition's position is committed,
+  before Faust hands it to another worker.
 
 Positions are committed to their own consumer group (``<app id>-signals``), which has no members:
-the feed assigns partitions itself. Commits happen after a producer flush, at most every
+the feed assigns partitions itself. Commits happen after the state is durable, at most every
 ``commit_interval`` seconds, so a crash replays at most that much; replayed signals are recognised
 by the per-agent applied offsets and change nothing.
 """
@@ -22,7 +22,6 @@ by the per-agent applied offsets and change nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -34,7 +33,7 @@ from aiokafka.errors import KafkaError
 log = logging.getLogger(__name__)
 
 ProcessRecords = Callable[[Sequence[Any]], Awaitable[None]]
-Flush = Callable[[], Awaitable[None]]
+MakeDurable = Callable[[], Awaitable[None]]
 
 
 class SignalFeed:
@@ -45,14 +44,14 @@ class SignalFeed:
         group_id: str,
         topics: Sequence[str],
         process: ProcessRecords,
-        flush: Flush,
+        make_durable: MakeDurable,
         batch_max: int,
         fetch_bytes_per_partition: int,
         commit_interval: float = 1.0,
     ) -> None:
         self.topics = list(topics)
         self._process = process
-        self._flush = flush
+        self._make_durable = make_durable
         self._batch_max = batch_max
         self._commit_interval = commit_interval
         self._consumer_options: dict[str, Any] = {
@@ -89,8 +88,10 @@ class SignalFeed:
         if not self._started:
             return
         async with self._turn:
-            with contextlib.suppress(KafkaError):
+            try:
                 await self._commit()
+            except Exception as exc:  # stopping anyway: the next owner replays from the last commit
+                log.warning("Final commit of signal positions skipped: %s", exc)
             self._started = False
         await self._consumer.stop()
 
@@ -142,7 +143,7 @@ class SignalFeed:
         if not due:
             return
         # The changelog first: a committed position must never be ahead of the state it led to.
-        await self._flush()
+        await self._make_durable()
         assert self._consumer is not None  # positions exist only once records were fetched
         await self._consumer.commit(due)
         self._committed.update(due)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -17,8 +18,9 @@ from .messages import Signal, iso_utc
 from .scoring.model import DIMENSIONS
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedSignal:
+class AcceptedSignal(NamedTuple):
+    """A valid signal (a tuple: one is built per signal, and tuples are the cheapest to build)."""
+
     agent_did: str
     value: float
     timestamp_ms: int

@@ -1,16 +1,20 @@
 """The hot path: one batch of records in, state changes and outputs out.
 
 A batch is split by partition. Each partition's records are processed in order, synchronously,
-against a per-batch cache of agent states (one table read and one table write per agent per batch);
-then outputs are published in an order that makes them safe to repeat:
+against the states as the store holds them (each looked up once per batch). Changed states are
+staged in the store rather than written at once: an agent active in many batches in a short time
+is encoded and written once. Outputs are published in an order that makes them safe to repeat:
 
-1. dead letters and state writes (table + changelog) are queued;
-2. if the batch produced score updates or revocations, the producer is flushed, so the state that
-   records those outputs is durable in the changelog before any of them can be seen;
+1. dead letters are queued;
+2. if the batch produced score updates or revocations, every staged state is written (RocksDB and
+   changelog) and the producer flushed, so the state that records those outputs is durable in the
+   changelog before any of them can be seen;
 3. the updates and revocations are published.
 
-Offsets are committed only after the batch is processed and the producer flushed (by Faust for
-ticks and commands, by :mod:`streams.feed` for signals), so a crash at any point replays records
+Staged states are also written, and the producer flushed, before any offset is committed and
+before a partition is given up (:meth:`ScoringPipeline.make_durable`; after each Faust batch).
+Offsets are committed only after that (by Faust for ticks and commands, by :mod:`streams.feed`
+for signals), so a crash at any point replays records
 whose effects are either absent (applied again) or recorded (recognised, and their recorded outputs
 re-published identically).
 
@@ -49,6 +53,10 @@ from .statestore import CLOCK_KEY, PartitionStates, StateStore
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
+
+
+class PipelineFailed(RuntimeError):
+    """A batch failed part-way: the worker must stop and replay from its last commit."""
 
 
 def wall_clock_ms() -> int:
@@ -134,6 +142,8 @@ class ScoringPipeline:
         self.offsets = OffsetGuard(rewind)
         self.counters = PipelineCounters()
         self._turn = asyncio.Lock()
+        #: Set when a batch failed part-way; nothing is persisted after it.
+        self.failed: BaseException | None = None
 
     # -- partition lifecycle -------------------------------------------------------------------
 
@@ -170,11 +180,16 @@ class ScoringPipeline:
     # -- the batch -----------------------------------------------------------------------------
 
     async def process_batch(self, events: Sequence[Any]) -> None:
-        """Process Faust's events (ticks and commands), guarding against skipped offsets."""
+        """Process Faust's events (ticks and commands), guarding against skipped offsets.
+
+        Everything staged is written before returning: Faust commits these offsets on its own
+        schedule, after flushing the producer, so what they led to must be queued by then.
+        """
         await self._wait_for_config()
         async with self._turn:
             admitted, holes = self.offsets.admit(events)
             await self._process_records([record_of(event) for event in admitted])
+            await self._persist()
             if holes:
                 await self.offsets.rewind_holes(holes)
 
@@ -184,6 +199,20 @@ class ScoringPipeline:
         await self._wait_for_config()
         async with self._turn:
             await self._process_records(records)
+
+    async def make_durable(self) -> None:
+        """Write staged states and wait until the changelog holds them: call before committing
+        offsets or giving up partitions."""
+        async with self._turn:
+            await self._persist()
+            await self.app.producer.flush()
+
+    async def _persist(self) -> None:
+        if self.failed is not None:
+            # A batch failed half-applied; its changes were dropped, and the offsets it covered
+            # must not be committed. The worker stops; a restart replays from the last commit.
+            raise PipelineFailed("a batch failed; refusing to persist or commit") from self.failed
+        await self.store.persist()
 
     async def _wait_for_config(self) -> None:
         if self.config_ready is not None and not self.config_ready.is_set():
@@ -196,40 +225,42 @@ class ScoringPipeline:
             for record in records:
                 by_partition.setdefault(record.partition, []).append(record)
             outbox = Outbox()
-            writes = [
-                (partition, self._process_partition(partition, partition_records, outbox))
-                for partition, partition_records in by_partition.items()
-            ]
-            for partition, changes in writes:
-                await self.store.write(partition, changes)
+            for partition, partition_records in by_partition.items():
+                self._process_partition(partition, partition_records, outbox)
+            if outbox.ordered:
+                # The states that record these outputs go first (see the module docstring).
+                await self._persist()
             await self._publish(outbox)
-        except BaseException:
-            # States in the cache may hold changes that were never written: forget them all.
+        except BaseException as exc:
+            # Cached and staged states may hold half-applied changes: forget them all, and
+            # refuse every later persist, so no offset past them is ever committed.
+            self.failed = exc
             self.store.forget()
             raise
 
-    def _process_partition(
-        self, partition: int, records: list[Any], outbox: Outbox
-    ) -> list[tuple[bytes, bytes]]:
-        """Apply one partition's records in order; return the table writes they amount to."""
+    def _process_partition(self, partition: int, records: list[Any], outbox: Outbox) -> None:
+        """Apply one partition's records in order, and stage the states they changed."""
         schedule = self._schedule_for(partition)
         clock = self._clock_for(partition)
         states = PartitionStates(self.store, partition)
         ticks_topic = self.names.ticks
         clock_moved = False
+        # One processing time and one configuration per batch: a batch takes milliseconds, and a
+        # configuration change takes effect between batches.
+        now_ms = self.now_ms()
+        config = self.config()
         for message in records:
             if message.topic == ticks_topic:
                 clock_moved |= self._on_tick(message, states, schedule, clock, outbox)
             elif message.topic == self.names.commands:
                 self._on_command(message, states, outbox)
             else:
-                self._on_signal(message, states, schedule, clock, outbox)
-        changes = states.encoded_changes()
+                self._on_signal(message, states, schedule, clock, outbox, now_ms, config)
+        states.stage_changes()
         if clock_moved:
             # Written last: changelog records of one partition stay in order, so a stored clock
             # proves every state write of the ticks it covers is stored too.
-            changes.append((CLOCK_KEY, clock.encode()))
-        return changes
+            self.store.stage_last(partition, CLOCK_KEY, clock.encode())
 
     def _on_signal(
         self,
@@ -238,6 +269,8 @@ class ScoringPipeline:
         schedule: PartitionSchedule,
         clock: PartitionClock,
         outbox: Outbox,
+        now_ms: int,
+        config: ScoringConfig,
     ) -> None:
         dimension = self.dimension_of_topic[message.topic]
         record_ms: int = message.timestamp
@@ -279,10 +312,10 @@ class ScoringPipeline:
             SignalTrigger(dimension, message.partition, message.offset, signal.signal_id),
             signal.value,
             signal.timestamp_ms,
-            self.now_ms(),
+            now_ms,
             clock.time_ms,
             self.windows,
-            self.config(),
+            config,
             signal.source,
         )
         if outcome.applied:

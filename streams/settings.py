@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         description="Prefetch per signal partition (signals have their own consumer).",
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="lz4",
+        description=(
+            "Compression of everything the worker produces. States in the changelog compress "
+            "about 4x with lz4 (about 7x with zstd, at twice the CPU)."
+        ),
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -8,6 +8,12 @@ the changelog in one producer batch per partition, and the persisted offset is r
 batch. The bytes written are exactly what Faust itself would write (raw keys, raw values), so
 Faust's recovery and standby replicas read them as their own.
 
+Writes are staged, not written per batch: a state changed by many batches in a short time is
+encoded and written once. Staged states are written (RocksDB, then the changelog) by
+:meth:`StateStore.persist`, which the pipeline calls before anything depends on them being
+durable: before an output they record is published, before an offset is committed, before a
+partition is given up. Until then they are read from the stage, never from RocksDB.
+
 Keys are raw DID bytes, the same bytes producers partition by.
 """
 
@@ -38,6 +44,45 @@ class StateStore:
         # partition stays assigned; a partition's entries are dropped when it moves.
         self._cache_agents = cache_agents
         self._cache: OrderedDict[tuple[int, bytes], AgentState] = OrderedDict()
+        # Changed since the last persist, per partition; the cache may evict, the stage may not.
+        self._staged: dict[int, dict[bytes, AgentState]] = {}
+        self._staged_last: dict[int, dict[bytes, bytes]] = {}
+
+    def lookup(self, partition: int, key: bytes) -> AgentState | None:
+        """The current state of an agent: staged, cached, or decoded from RocksDB."""
+        staged = self._staged.get(partition)
+        if staged is not None:
+            state = staged.get(key)
+            if state is not None:
+                return state
+        state = self.cached(partition, key)
+        if state is None:
+            raw = self.get(partition, key)
+            state = None if raw is None else decode_state(raw)
+        return state
+
+    def stage(self, partition: int, key: bytes, state: AgentState) -> None:
+        """Record a changed state, to be written by the next :meth:`persist`."""
+        self._staged.setdefault(partition, {})[key] = state
+        self.remember(partition, key, state)
+
+    def stage_last(self, partition: int, key: bytes, value: bytes) -> None:
+        """Record a raw entry to be written after the partition's staged states (a partition's
+        changelog records stay in order, so this entry proves those states are stored)."""
+        self._staged_last.setdefault(partition, {})[key] = value
+
+    @property
+    def staged_count(self) -> int:
+        return sum(len(states) for states in self._staged.values())
+
+    async def persist(self) -> None:
+        """Write every staged state and entry: RocksDB now, the changelog queued in order."""
+        staged, self._staged = self._staged, {}
+        last, self._staged_last = self._staged_last, {}
+        for partition in staged.keys() | last.keys():
+            items = [(key, encode_state(state)) for key, state in staged.get(partition, {}).items()]
+            items.extend(last.get(partition, {}).items())
+            await self.write(partition, items)
 
     def cached(self, partition: int, key: bytes) -> AgentState | None:
         state = self._cache.get((partition, key))
@@ -53,12 +98,21 @@ class StateStore:
             cache.popitem(last=False)
 
     def forget(self, partitions: set[int] | None = None) -> None:
-        """Drop cached states of ``partitions`` (all when None): their stored state may change."""
+        """Drop cached and staged states of ``partitions`` (all when None).
+
+        For partitions given up (persist first: their stored state may change elsewhere), or for
+        everything after a failed batch (its half-applied changes must never be written).
+        """
         if partitions is None:
             self._cache.clear()
+            self._staged.clear()
+            self._staged_last.clear()
             return
         for entry in [entry for entry in self._cache if entry[0] in partitions]:
             del self._cache[entry]
+        for partition in partitions:
+            self._staged.pop(partition, None)
+            self._staged_last.pop(partition, None)
 
     @property
     def changelog_topic(self) -> str:
@@ -72,12 +126,15 @@ class StateStore:
         return value
 
     def iter_agents(self, partition: int) -> Iterator[tuple[bytes, AgentState]]:
-        """Every agent state stored locally for ``partition`` (after recovery: all of them)."""
+        """Every agent state of ``partition`` held locally (after recovery: all of them)."""
         offset_key = self._table.data.offset_key
+        staged = dict(self._staged.get(partition, {}))
         for key, value in self._db(partition).items():
             if key == offset_key or key.startswith(RESERVED_PREFIX):
                 continue
-            yield key, decode_state(value)
+            state = staged.pop(key, None)
+            yield key, state if state is not None else decode_state(value)
+        yield from staged.items()  # agents not yet written at all
 
     async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Store ``items`` locally and queue them, in order, on the changelog partition.
@@ -121,7 +178,7 @@ def _remember_offset(future: asyncio.Future[Any], store: Any, tp: TP, count: int
 
 
 class PartitionStates:
-    """Agent states of one partition, each read at most once and written at most once per batch."""
+    """Agent states of one partition as one batch sees them: each looked up at most once."""
 
     __slots__ = ("_dirty", "_loaded", "partition", "store")
 
@@ -135,10 +192,7 @@ class PartitionStates:
         try:
             return self._loaded[key]
         except KeyError:
-            state = self.store.cached(self.partition, key)
-            if state is None:
-                raw = self.store.get(self.partition, key)
-                state = None if raw is None else decode_state(raw)
+            state = self.store.lookup(self.partition, key)
             self._loaded[key] = state
             return state
 
@@ -152,15 +206,13 @@ class PartitionStates:
     def mark_dirty(self, key: bytes) -> None:
         self._dirty.add(key)
 
-    def encoded_changes(self) -> list[tuple[bytes, bytes]]:
+    def stage_changes(self) -> None:
+        """Hand the batch's changed states to the store, to be written at the next persist."""
         loaded = self._loaded
-        changes = []
-        remember = self.store.remember
+        stage = self.store.stage
         partition = self.partition
         for key in self._dirty:
             state = loaded[key]
             assert state is not None
-            changes.append((key, encode_state(state)))
-            remember(partition, key, state)
+            stage(partition, key, state)
         self._dirty.clear()
-        return changes
