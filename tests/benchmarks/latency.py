@@ -716,14 +716,15 @@ def build_result(
             level.drain_s,
             "s",
         )
-        result.series[f"revocation_latency_cdf_{pct}pct"] = Series(
+        # Series names are the plots' titles in the report.
+        result.series[f"revocation latency, {pct}% load"] = Series(
             "revocation latency (ms)", "fraction of probes", cdf_points(values), kind="cdf"
         )
-        result.series[f"revocation_latency_by_window_phase_{pct}pct"] = Series(
+        result.series[f"worst revocation latency by moment in the window, {pct}% load"] = Series(
             f"seconds into the {WINDOW_SECONDS:g} s window when the probe was sent",
             "worst revocation latency (ms)",
             worst_by_phase(level.window_phases_s, values),
-            kind="bar",
+            kind="line",
         )
         if level.background.rate < 0.95 * level.target_rate:
             result.notes.append(
@@ -741,7 +742,7 @@ def build_result(
         Target("<=", WINDOW_LAG_P99_TARGET_MS),
     )
     result.add("window_lag_max_ms", "window emission lag max", max(lag.lags_ms), "ms")
-    result.series["window_lag_cdf"] = Series(
+    result.series["window emission lag"] = Series(
         "lag after window end + grace (ms)",
         "fraction of updates",
         cdf_points(lag.lags_ms),
@@ -762,9 +763,8 @@ def build_result(
         "any output is published, then the revocation's own produce and fetch.",
         "The background runs over every window close of its agents: every agent's window "
         f"closes at once, {GRACE_SECONDS:g} s into the next window, and those closes compete "
-        "with probes for the worker, as they do in production. The "
-        "revocation_latency_by_window_phase series shows the worst latency by the moment in "
-        "the window a probe was sent.",
+        "with probes for the worker, as they do in production. The plots of the worst "
+        "revocation latency by moment in the window show what those closes cost.",
         "Window emission lag: arrival here minus (window_end + grace), for every update. A "
         "window closes when the first tick at or after end + grace is processed; ticks are sent "
         f"every {TICK_INTERVAL_SECONDS:g} s, so up to one tick interval passes before that tick "
