@@ -4,8 +4,9 @@ Why ticks: Faust can only write a table while processing an event, and a window 
 wall clock even when no signal arrives. So every worker, every ``tick_interval_seconds``, writes a
 tick (its wall-clock time) to each partition it owns of the internal ticks topic, which is
 co-partitioned with the signal topics and consumed by the same agent. Processing a tick is an event
-like any other: it advances the partition's clock, closes every due window, and its effects are
-changelogged and replayed like a signal's. Nothing about closing lives only in memory: after a
+like any other: it advances the partition's clock, and every window due by then is closed (in
+slices, before the tick's offset is committed); its effects are changelogged and replayed like a
+signal's. Nothing about closing lives only in memory: after a
 restart or a rebalance the schedule below is rebuilt from the agents' stored state.
 
 Exactly one update per (agent, window): a window is removed from the agent's state in the same
@@ -16,6 +17,7 @@ first processing recorded.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -69,10 +71,13 @@ class PartitionSchedule:
     open_windows: dict[int, set[bytes]] = field(default_factory=dict)
     #: Agents whose last close came from a given tick offset: re-published if that tick replays.
     closed_by_tick: dict[int, list[bytes]] = field(default_factory=dict)
+    #: Agents with a window found due by a tick and not closed yet (closing runs in slices).
+    pending: deque[bytes] = field(default_factory=deque)
 
     def rebuild(self, agents: Iterable[tuple[bytes, AgentState]]) -> int:
         self.open_windows.clear()
         self.closed_by_tick.clear()
+        self.pending.clear()
         count = 0
         for key, state in agents:
             count += 1

@@ -6,6 +6,7 @@ the first publication.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -15,12 +16,18 @@ from .scoring import agent as scoring
 from .scoring.model import DIMENSIONS, tier_for
 
 
+@lru_cache(maxsize=64)
+def _window_bound(epoch_ms: int) -> str:
+    # Every agent's update for a window names the same two instants: format them once.
+    return iso_utc(epoch_ms)
+
+
 def score_update_message(agent_did: str, update: scoring.ScoreUpdate) -> bytes:
     return orjson.dumps(
         {
             "agent_did": agent_did,
-            "window_start": iso_utc(update.window_start_ms),
-            "window_end": iso_utc(update.window_end_ms),
+            "window_start": _window_bound(update.window_start_ms),
+            "window_end": _window_bound(update.window_end_ms),
             "total_score": update.total_score,
             "previous_score": update.previous_score,
             "score_change": update.total_score - update.previous_score,

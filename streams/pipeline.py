@@ -125,6 +125,7 @@ class ScoringPipeline:
         rewind: Rewind,
         config_ready: asyncio.Event | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
+        close_slice_seconds: float = 0.005,
     ) -> None:
         self.app = app
         self.store = store
@@ -142,6 +143,8 @@ class ScoringPipeline:
         self.offsets = OffsetGuard(rewind)
         self.counters = PipelineCounters()
         self._turn = asyncio.Lock()
+        #: How long window closing may hold the lock before letting a signal batch in.
+        self.close_slice_seconds = close_slice_seconds
         #: Set when a batch failed part-way; nothing is persisted after it.
         self.failed: BaseException | None = None
 
@@ -192,6 +195,8 @@ class ScoringPipeline:
             await self._persist()
             if holes:
                 await self.offsets.rewind_holes(holes)
+        # Before returning, so that Faust commits a tick's offset only once its closes are done.
+        await self._close_due()
 
     async def process_records(self, records: Sequence[Any]) -> None:
         """Process records read by a plain aiokafka consumer (signals): offsets are contiguous
@@ -325,14 +330,18 @@ class ScoringPipeline:
             states.mark_dirty(key)
             schedule.track(key, state)
             if outcome.revocation is not None:
-                self._queue_revocation(signal.agent_did, key, outcome.revocation, message, outbox)
+                self._queue_revocation(
+                    signal.agent_did, key, outcome.revocation, message.partition, outbox
+                )
         else:
             self.counters.duplicates_skipped += 1
             # A redelivery: the state may exist only locally if the crash beat the changelog, so
             # write it again; and re-publish the revocation this very signal caused, if any.
             states.mark_dirty(key)
             if outcome.republish is not None:
-                self._queue_revocation(signal.agent_did, key, outcome.republish, message, outbox)
+                self._queue_revocation(
+                    signal.agent_did, key, outcome.republish, message.partition, outbox
+                )
 
     def _on_command(self, message: Any, states: PartitionStates, outbox: Outbox) -> None:
         try:
@@ -413,26 +422,76 @@ class ScoringPipeline:
         schedule.take_closed_by(offset)
         clock.last_tick_offset = offset
         clock.time_ms = max(clock.time_ms, tick_ms)
-        config = self.config()
         windows = self.windows
         clock_ms = clock.time_ms
-        for key in schedule.take_due(lambda start: windows.is_closed(start, clock_ms)):
-            state = states.get(key)
-            if state is None:  # pragma: no cover - the schedule only holds stored agents
-                continue
-            agent_did = key.decode()
-            outcome = close_windows(agent_did, state, clock_ms, offset, windows, config)
-            if not outcome.updates:
-                continue
-            states.mark_dirty(key)
-            self.counters.windows_closed += len(outcome.updates)
-            for update in outcome.updates:
-                outbox.ordered.append(
-                    (self.names.scores, key, score_update_message(agent_did, update), partition)
-                )
-            if outcome.revocation is not None:
-                self._queue_revocation(agent_did, key, outcome.revocation, message, outbox)
+        # Closed by _close_due, in slices, once this batch is written.
+        schedule.pending.extend(schedule.take_due(lambda start: windows.is_closed(start, clock_ms)))
         return True
+
+    async def _close_due(self) -> None:
+        """Close the windows that ticks found due, a time slice at a time.
+
+        Why slices: at a window's end every agent active in it is due at once (tens of
+        thousands), and closing them in one turn would hold every signal behind it; a
+        revocation would wait for all of them. Between slices the lock is released, so signal
+        batches take their turns. Closing later than the tick changes nothing in the result:
+        a window is closed by the partition clock, which the tick already moved, and until it is
+        closed its agent's later signals count as late in the window that is open.
+        """
+        while any(schedule.pending for schedule in self.schedules.values()):
+            async with self._turn:
+                await self._close_slice()
+            await asyncio.sleep(0)
+
+    async def _close_slice(self) -> None:
+        outbox = Outbox()
+        try:
+            deadline = time.perf_counter() + self.close_slice_seconds
+            config = self.config()
+            for partition, schedule in list(self.schedules.items()):
+                clock = self._clock_for(partition)
+                states = PartitionStates(self.store, partition)
+                pending = schedule.pending
+                while pending and time.perf_counter() < deadline:
+                    for _ in range(min(32, len(pending))):
+                        self._close_agent(
+                            pending.popleft(), partition, states, clock, config, outbox
+                        )
+                states.stage_changes()
+            if outbox.ordered:
+                await self._persist()
+            await self._publish(outbox)
+        except BaseException as exc:
+            self.failed = exc
+            self.store.forget()
+            raise
+
+    def _close_agent(
+        self,
+        key: bytes,
+        partition: int,
+        states: PartitionStates,
+        clock: PartitionClock,
+        config: ScoringConfig,
+        outbox: Outbox,
+    ) -> None:
+        state = states.get(key)
+        if state is None:  # pragma: no cover - the schedule only holds stored agents
+            return
+        agent_did = key.decode()
+        outcome = close_windows(
+            agent_did, state, clock.time_ms, clock.last_tick_offset, self.windows, config
+        )
+        if not outcome.updates:
+            return
+        states.mark_dirty(key)
+        self.counters.windows_closed += len(outcome.updates)
+        for update in outcome.updates:
+            outbox.ordered.append(
+                (self.names.scores, key, score_update_message(agent_did, update), partition)
+            )
+        if outcome.revocation is not None:
+            self._queue_revocation(agent_did, key, outcome.revocation, partition, outbox)
 
     def _republish_closes(
         self,
@@ -467,7 +526,7 @@ class ScoringPipeline:
                 )
 
     def _queue_revocation(
-        self, agent_did: str, key: bytes, revocation: Revocation, message: Any, outbox: Outbox
+        self, agent_did: str, key: bytes, revocation: Revocation, partition: int, outbox: Outbox
     ) -> None:
         self.counters.revocations += 1
         log.info("Revoking %s: %s", agent_did, revocation.reason)
@@ -476,7 +535,7 @@ class ScoringPipeline:
                 self.names.revocations,
                 key,
                 revocation_message(agent_did, revocation, self.names.signals, self.windows.size_ms),
-                message.partition,
+                partition,
             )
         )
 

@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     window_seconds: float = Field(default=30.0, gt=0, le=3600)
     grace_seconds: float = Field(default=5.0, ge=0, le=3600)
     tick_interval_seconds: float = Field(
-        default=0.5, gt=0, le=60, description="How often each worker checks for closed windows."
+        default=0.25,
+        gt=0,
+        le=60,
+        description="How often each worker checks for closed windows (bounds emission lag).",
     )
 
     revocation_threshold: int = Field(default=300, ge=0, le=1000)

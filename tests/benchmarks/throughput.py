@@ -156,7 +156,7 @@ def worker_rate(
                     companion = while_running(worker.process.pid)
             if first is not None:
                 progress.append((round(now - first[0], 2), applied))
-            time.sleep(0.1)
+            time.sleep(0.02)
         assert first is not None
         elapsed = time.perf_counter() - first[0]
         if elapsed <= 0 or applied - first[1] <= 0:
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke-sized run")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    signals = args.signals or (20_000 if args.quick else 500_000)
+    signals = args.signals or (60_000 if args.quick else 500_000)
     agent_counts = [
         int(a) for a in (args.agents or ("300,3000" if args.quick else "10000,1000000")).split(",")
     ]
