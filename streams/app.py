@@ -6,6 +6,8 @@ them to Faust.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ from .config_topic import ConfigFollower
 from .feed import SignalFeed
 from .observability import install as install_observability
 from .pipeline import ScoringPipeline, wall_clock_ms
+from .restore import restore_partitions
 from .settings import Settings
 from .statestore import StateStore
 from .topics import TopicNames
@@ -88,6 +91,8 @@ def create_app(settings: Settings) -> TrustApp:
         canonical_url=f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
     )
+    # Never written: it only tells Faust's router which worker owns which agent (the HTTP API
+    # forwards requests by it). The state itself lives in streams.statestore.
     table = app.Table(
         STATE_TABLE,
         default=None,
@@ -96,7 +101,13 @@ def create_app(settings: Settings) -> TrustApp:
         partitions=settings.partitions,
     )
     config = ConfigFollower(settings.kafka_bootstrap_servers, names.config, settings.scoring_config)
-    store = StateStore(app, table, cache_agents=settings.state_cache_agents)
+    store = StateStore(
+        state_dir=settings.state_dir,
+        changelog_topic=names.agent_state,
+        # The AIOKafkaProducer behind Faust's: its flush is what the pipeline waits on.
+        producer=lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        cache_agents=settings.state_cache_agents,
+    )
     pipeline = ScoringPipeline(
         app=app,
         store=store,
@@ -111,10 +122,10 @@ def create_app(settings: Settings) -> TrustApp:
     # and commands, and its consumer group decides which partitions this worker owns.
     feed = SignalFeed(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=f"{settings.app_id}-signals",
         topics=names.signals,
         process=pipeline.process_records,
         make_durable=pipeline.make_durable,
+        positions=pipeline.signal_positions,
         batch_max=settings.batch_max,
         fetch_bytes_per_partition=settings.signal_fetch_bytes_per_partition,
     )
@@ -169,12 +180,40 @@ def create_app(settings: Settings) -> TrustApp:
             last_reported[0] = report
             log.info("Progress: %s", report)
 
+    takeover: list[asyncio.Task[None] | None] = [None]
+
+    async def take_over(partitions: set[int]) -> None:
+        await restore_partitions(store, settings.kafka_bootstrap_servers, partitions)
+        pipeline.forget_partitions(partitions)  # in-memory indexes are rebuilt from the state
+        pipeline.mark_restored(partitions)
+        await feed.own(partitions)
+
+    crashes: set[asyncio.Task[None]] = set()
+
+    def crash_on_failure(task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            # A worker that cannot restore its state must not sit there owning partitions.
+            log.error("Taking over partitions failed: %r", error)
+            crash = asyncio.ensure_future(app.crash(error))
+            crashes.add(crash)
+            crash.add_done_callback(crashes.discard)
+
+    async def cancel_takeover() -> None:
+        task, takeover[0] = takeover[0], None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     # mode's Signal.connect is typed for plain callables; async receivers are what it awaits.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
         revoked: set[TP] = args[0]
         partitions = {tp.partition for tp in revoked if tp.topic == names.ticks}
-        # Before anyone else may take them: finish the batch in flight and commit its positions.
+        await cancel_takeover()
+        pipeline.mark_unrestored(partitions)
+        # Before anyone else may take them: finish the batch in flight, make its state durable.
         await feed.release(partitions)
         await pipeline.make_durable()
         pipeline.forget_partitions(partitions)
@@ -183,16 +222,24 @@ def create_app(settings: Settings) -> TrustApp:
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
         assigned: set[TP] = args[0]
         owned = sorted(tp.partition for tp in assigned if tp.topic == names.ticks)
-        # A partition that comes back may have changed while away: rebuild its index from state.
-        pipeline.forget_partitions(set(owned))
         log.info("Assigned partitions %s of %d", owned, settings.partitions)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def on_restored(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
-        # Sent once the assigned table partitions are restored: their signals may flow now.
+    async def on_rebalanced(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+        # Faust sends this once the group is settled; the state is restored in the background
+        # (Faust waits for this receiver) and processing of a partition waits for its state.
         consumer = app._consumer
-        if consumer is not None:
-            await feed.own(tp.partition for tp in consumer.assignment() if tp.topic == names.ticks)
+        if consumer is None:
+            return
+        owned = {tp.partition for tp in consumer.assignment() if tp.topic == names.ticks}
+        if takeover[0] is not None and not takeover[0].done():
+            return  # Faust sends it twice after a recovery: the take-over is under way
+        if owned == pipeline.restored and owned == feed.partitions:
+            return
+        await cancel_takeover()
+        task = asyncio.ensure_future(take_over(owned))
+        task.add_done_callback(crash_on_failure)
+        takeover[0] = task
 
     install_observability(app, pipeline, config, feed)
     install_api(app, settings, table, store, config)

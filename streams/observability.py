@@ -169,8 +169,8 @@ def install(
             waiting = []
             if app._consumer is None or app.rebalancing:
                 waiting.append("joining the consumer group")
-            if not app.tables.recovery.completed.is_set():
-                waiting.append("recovering state tables")
+            if not app.tables.recovery.completed.is_set() or not pipeline.restore_done.is_set():
+                waiting.append("restoring agent state")
             if not config.ready.is_set():
                 waiting.append("reading the scoring configuration")
             if waiting:

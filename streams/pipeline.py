@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
 from pydantic import ValidationError
 
 from .closing import PartitionClock, PartitionSchedule, decode_tick
@@ -49,7 +50,7 @@ from .scoring.agent import (
 )
 from .scoring.model import ScoringConfig
 from .scoring.windows import WindowPolicy
-from .statestore import CLOCK_KEY, PartitionStates, StateStore
+from .statestore import CLOCK_KEY, SIGNAL_POSITIONS_KEY, PartitionStates, StateStore
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,25 @@ class ScoringPipeline:
         self.offsets = OffsetGuard(rewind)
         self.counters = PipelineCounters()
         self._turn = asyncio.Lock()
+        self._positions: dict[int, list[int]] = {}
+        #: Partitions whose state is restored and owned: only their records are processed.
+        self.restored: set[int] = set()
+        #: Set while no take-over is under way (Faust's records wait for it).
+        self.restore_done = asyncio.Event()
         #: How long window closing may hold the lock before letting a signal batch in.
         self.close_slice_seconds = close_slice_seconds
         #: Set when a batch failed part-way; nothing is persisted after it.
         self.failed: BaseException | None = None
 
     # -- partition lifecycle -------------------------------------------------------------------
+
+    def mark_restored(self, partitions: set[int]) -> None:
+        self.restored = set(partitions)
+        self.restore_done.set()
+
+    def mark_unrestored(self, partitions: set[int]) -> None:
+        self.restored -= partitions
+        self.restore_done.clear()
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop in-memory indexes of partitions this worker no longer owns."""
@@ -157,6 +171,8 @@ class ScoringPipeline:
             self.clocks.pop(p, None)
         self.offsets.forget(partitions)
         self.store.forget(partitions)
+        for p in partitions:
+            self._positions.pop(p, None)
 
     def _schedule_for(self, partition: int) -> PartitionSchedule:
         schedule = self.schedules.get(partition)
@@ -189,9 +205,12 @@ class ScoringPipeline:
         schedule, after flushing the producer, so what they led to must be queued by then.
         """
         await self._wait_for_config()
+        await self.restore_done.wait()
         async with self._turn:
             admitted, holes = self.offsets.admit(events)
-            await self._process_records([record_of(event) for event in admitted])
+            records = [record_of(event) for event in admitted]
+            # Records of a partition revoked meanwhile: not committed, the new owner reads them.
+            await self._process_records([r for r in records if r.partition in self.restored])
             await self._persist()
             if holes:
                 await self.offsets.rewind_holes(holes)
@@ -204,6 +223,27 @@ class ScoringPipeline:
         await self._wait_for_config()
         async with self._turn:
             await self._process_records(records)
+            self._stage_positions(records)
+
+    def signal_positions(self, partition: int) -> list[int]:
+        """Next offset to read per signal topic (dimension order) of ``partition``: the position
+        stored with its states, so that states and positions always move together."""
+        positions = self._positions.get(partition)
+        if positions is None:
+            stored = self.store.signal_positions(partition)
+            positions = self._positions[partition] = stored or [0] * len(self.names.signals)
+        return positions
+
+    def _stage_positions(self, records: Sequence[Any]) -> None:
+        moved: set[int] = set()
+        dimension_of_topic = self.dimension_of_topic
+        for record in records:
+            positions = self.signal_positions(record.partition)
+            positions[dimension_of_topic[record.topic]] = record.offset + 1
+            moved.add(record.partition)
+        for partition in moved:
+            positions = self._positions[partition]
+            self.store.stage_last(partition, SIGNAL_POSITIONS_KEY, orjson.dumps(positions))
 
     async def make_durable(self) -> None:
         """Write staged states and wait until the changelog holds them: call before committing

@@ -36,7 +36,7 @@ class TopicReport:
 def _topic_configs(name: str, names: TopicNames) -> dict[str, str]:
     if name == names.ticks:
         return {"retention.ms": _TICK_RETENTION_MS}
-    if name == names.config:
+    if name in (names.config, names.agent_state):
         return {"cleanup.policy": "compact"}
     return {}
 

@@ -44,6 +44,11 @@ class TopicNames:
         return f"{self.prefix}trust.internal.commands"
 
     @property
+    def agent_state(self) -> str:
+        """Internal, compacted: the agent-state changelog (see statestore.py)."""
+        return f"{self.prefix}trust.internal.agent-state"
+
+    @property
     def all(self) -> tuple[str, ...]:
         """Every topic the service creates."""
         return (*self.copartitioned, self.deadletter, self.config)
@@ -51,4 +56,11 @@ class TopicNames:
     @property
     def copartitioned(self) -> tuple[str, ...]:
         """Topics that must share one partition count: an agent lives on one partition number."""
-        return (*self.signals, self.ticks, self.commands, self.scores, self.revocations)
+        return (
+            *self.signals,
+            self.ticks,
+            self.commands,
+            self.scores,
+            self.revocations,
+            self.agent_state,
+        )

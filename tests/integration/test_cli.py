@@ -31,7 +31,7 @@ from tests.support.broker import REPO_ROOT
 from tests.support.kafka_io import Record, consume, create_topics, produce
 
 PARTITIONS = 3
-TOPIC_COUNT = 11
+TOPIC_COUNT = 12  # five signal topics and seven of the service's own
 EXAMPLES = REPO_ROOT / "schemas" / "examples"
 
 
@@ -91,6 +91,7 @@ def all_topics(prefix: str) -> list[str]:
         f"{prefix}trust.internal.commands",
         f"{prefix}trust.scores",
         f"{prefix}trust.revocations",
+        f"{prefix}trust.internal.agent-state",
         f"{prefix}signals.deadletter",
         f"{prefix}trust.config",
     ]
