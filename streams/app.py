@@ -194,7 +194,7 @@ def create_app(settings: Settings) -> TrustApp:
         error = None if task.cancelled() else task.exception()
         if error is not None:
             # A worker that cannot restore its state must not sit there owning partitions.
-            log.error("Taking over partitions failed: %r", error)
+            log.error("Taking over partitions failed: %r", error, exc_info=error)
             crash = asyncio.ensure_future(app.crash(error))
             crashes.add(crash)
             crash.add_done_callback(crashes.discard)

@@ -78,10 +78,13 @@ class SignalFeed:
         self._owned = asyncio.Event()
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(**self._consumer_options)
-        await self._consumer.start()
-        if self.partitions:  # owned before the consumer existed
-            self._assign(self.partitions)
+        consumer = AIOKafkaConsumer(**self._consumer_options)
+        await consumer.start()
+        async with self._turn:
+            # Only a started consumer is visible: own() may run while this one starts.
+            self._consumer = consumer
+            if self.partitions:  # owned before the consumer existed
+                self._assign(self.partitions)
 
     async def stop(self) -> None:
         if self._consumer is None:

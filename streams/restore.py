@@ -60,6 +60,11 @@ async def restore_partitions(
             if start < ends[tp]:
                 consumer.seek(tp, start)
                 remaining[tp] = ends[tp]
+        log.info(
+            "Restoring partitions %s from the changelog: %d offsets to read",
+            [tp.partition for tp in tps],
+            sum(ends[tp] - max(0, store.persisted_offset(tp.partition) + 1) for tp in remaining),
+        )
         records = 0
         while remaining:
             fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=50_000)

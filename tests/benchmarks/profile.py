@@ -28,9 +28,10 @@ from tests.support.broker import provide_broker
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state codec (encode/decode)", ("streams/scoring/codec.py",)),
     ("scoring model", ("streams/scoring/",)),
-    ("signal validation (pydantic)", ("streams/intake.py", "pydantic")),
+    ("signal validation (intake, pydantic)", ("streams/intake.py", "pydantic")),
     ("output messages", ("streams/outputs.py", "streams/messages.py")),
     ("state store (RocksDB, LRU)", ("streams/statestore.py", "rocksdict")),
+    ("compression (zstd)", ("aiokafka/codec.py", "cramjam")),
     ("window schedule", ("streams/closing.py",)),
     ("producer (changelog, outputs)", ("aiokafka/producer",)),
     ("signal fetch (aiokafka consumer)", ("aiokafka/consumer", "aiokafka/record")),
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    signals = args.signals or (30_000 if args.quick else 400_000)
+    signals = args.signals or (60_000 if args.quick else 800_000)
     seconds = args.seconds or (3 if args.quick else 8)
     stacks_path = args.out_dir / "profile-stacks.txt"
     args.out_dir.mkdir(parents=True, exist_ok=True)
