@@ -757,10 +757,12 @@ def build_result(
         "no single signal can revoke a fresh agent (its score cannot fall below 375). Every "
         "revocation was checked to name the probe's own signal (topic, partition, offset) as "
         "its trigger.",
-        "What a revocation waits for in the worker: the batch its signal lands in (a batch "
-        f"collects for up to {BATCH_WITHIN_SECONDS:g} s, TRUST_BATCH_WITHIN_SECONDS), that "
-        "batch's processing, a flush of the batch's state to the changelog (acks=all) before "
-        "any output is published, then the revocation's own produce and fetch.",
+        "What a revocation waits for in the worker: the batch its signal is fetched in (the "
+        "signal feed fetches whatever has arrived, without waiting to fill a batch), a slice "
+        "of window closing if one holds the worker (at most a few milliseconds each), that "
+        "batch's processing, a flush of the staged state to the changelog (acks=all) before "
+        "any output is published, then the revocation's own produce and fetch. The load "
+        "generator, the broker and the worker share the machine's cores.",
         "The background runs over every window close of its agents: every agent's window "
         f"closes at once, {GRACE_SECONDS:g} s into the next window, and those closes compete "
         "with probes for the worker, as they do in production. The plots of the worst "

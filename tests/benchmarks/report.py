@@ -44,6 +44,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as PlotFigure
 from matplotlib.ticker import FuncFormatter
 
+from tests.benchmarks import analysis
 from tests.benchmarks.results import RESULTS_DIR, Target
 
 #: The scenarios the benchmark suite runs, in the order the page presents them.
@@ -656,6 +657,14 @@ def render(collection: Collection, plots: dict[str, list[Plot]], page: Path, res
         *_machines(collection, order),
         "",
         *_summary(collection, order),
+        "",
+        *analysis.render(
+            {
+                name: {"figures": r.figures, "machine": r.machine, "parameters": r.parameters}
+                for name, r in collection.results.items()
+            },
+            format_value,
+        ),
     ]
     if collection.problems:
         lines += ["", "## Files not read", ""]

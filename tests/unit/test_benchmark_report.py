@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,7 @@ def test_sections_follow_the_suite_order_with_figures_notes_and_plots(
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     scenario_headings = headings[headings.index("## Targets") + 1 :]
     assert scenario_headings == [
+        "## Where the time goes, and the targets missed",
         "## Throughput: Sustained throughput",
         "## Latency: Revocation latency",
         "## State",
@@ -330,3 +332,44 @@ def test_runner_only_keeps_the_suite_order_and_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown scenario"):
         runner._selected("throughput,nonsense")
     assert runner.page_for(Path("docs/benchmarks")) == Path("docs/benchmarks.md")
+
+
+# -- the analysis of missed targets ---------------------------------------------------------
+
+
+def _fig(key: str, value: float, unit: str, target: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "key": key,
+        "label": key.replace("_", " "),
+        "value": value,
+        "unit": unit,
+        "target": target,
+    }
+
+
+def test_analysis_explains_a_missed_target_with_the_runs_own_figures() -> None:
+    from tests.benchmarks import analysis
+
+    throughput = {
+        "machine": {"cpus": 2},
+        "figures": [
+            _fig("raw_consume_signals_per_s_10k_agents", 500_000, "signals/s"),
+            _fig("pure_scoring_signals_per_s_10k_agents", 125_000, "signals/s"),
+            _fig("worker_vs_raw_consume_10k_agents", 0.1, "ratio", {"op": ">=", "value": 0.5}),
+            _fig("worker_signals_per_s_10k_agents", 50_000, "signals/s", {"op": ">=", "value": 1}),
+            _fig("mystery", 3, "s", {"op": "<=", "value": 1}),
+        ],
+    }
+    lines = analysis.render({"throughput": throughput}, report.format_value)
+    text = "\n".join(lines)
+    ratio_line = next(line for line in lines if "worker vs raw consume" in line)
+    assert (
+        "2.0 µs" in ratio_line
+        and "125,000 signals/s" in ratio_line
+        and "0.25\N{MULTIPLICATION SIGN}" in ratio_line
+    )
+    assert "n/a" not in ratio_line
+    # A met target gets no paragraph; a miss nobody explained says so.
+    assert "worker signals per s" not in text
+    assert "**mystery** (3" in text and "No analysis is written" in text
+    assert "The profile scenario was not run." in text

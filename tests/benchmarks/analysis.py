@@ -1,0 +1,155 @@
+"""The page's reading of the figures: where the worker's time goes, and why each missed target is
+missed and what would close it.
+
+Only the reasoning is written here; every number in it comes from the result files of the run
+the page is built from, so the text cannot drift from the figures. A missed target without an
+explanation below is listed as such, never hidden.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from typing import Any
+
+Figures = dict[str, float]
+Formatter = Callable[[float | None, str], str]
+
+#: Why a target is missed and what would close it, by figure key (or key prefix, ending in "*").
+#: Placeholders name figures: {worker_signals_per_s_10k_agents}, formatted in their own unit.
+EXPLANATIONS: dict[str, str] = {
+    "worker_vs_raw_consume_*": (
+        "Half of the raw consume rate is out of reach for one Python process. aiokafka hands "
+        "over a record in about {raw_us_per_signal} µs ({raw_rate}), but the pure scoring module "
+        "alone, with no Kafka and no storage, applies {pure_rate} (a ceiling of {pure_vs_raw} "
+        "of the raw rate): validating and scoring a signal in Python "
+        "costs more than reading it. The profile below puts the rest in state encoding, RocksDB "
+        "and the consumer's own per-record objects. Closing it needs the per-signal work out of "
+        "the interpreter (validation, scoring and state encoding in a compiled extension, "
+        "keeping the pure Python model as the reference it is tested against), or more "
+        "processes: partitions spread over workers (see the scale-out scenario), one per core."
+    ),
+    "worker_signals_per_s_*": (
+        "With a million agents nearly every signal's agent is outside the in-memory state cache "
+        "({cache_note}), so each signal pays a RocksDB read and a state decode, and each batch "
+        "writes as many states as it has signals. A larger cache (TRUST_STATE_CACHE_AGENTS) "
+        "trades memory for it; a compiled state codec would cut the decode and encode."
+    ),
+    "revocation_p99_ms_50pct": (
+        "At half the maximum load the load generator (a Python producer sending "
+        "{background_rate_50pct}), the broker and the worker share the machine's "
+        "{cpus} cores, and the worker is left with less than the single core its measured "
+        "maximum assumed; its queue builds up behind the probes. At 10% load the p99 is "
+        "{revocation_p99_ms_10pct} (p50 {revocation_p50_ms_10pct}): the path itself is short. "
+        "On a machine where the generator and broker have cores of their own this is the "
+        "figure to expect; in the worker, a revocation could also skip the queue (critical "
+        "signals read from a partition of their own)."
+    ),
+    "window_lag_p99_ms": (
+        "Window emission waits for the first tick after end plus grace (ticks every "
+        "TRUST_TICK_INTERVAL_SECONDS) and then for every due agent to be closed, in slices "
+        "shared with signal batches. With many agents due at once, closing them is the bulk of "
+        "it: a shorter tick interval does not help; closing faster (a compiled model) or "
+        "spreading agents over more workers does."
+    ),
+    "restore_work_agents_per_s": (
+        "The restore reads the changelog with a plain consumer at "
+        "{restore_changelog_records_per_s} and then rebuilds each partition's window schedule "
+        "by decoding every state ({restore_schedule_rebuild_s}). It reads "
+        "{changelog_records_per_signal} records per signal because the changelog is not "
+        "compacted yet when a worker restores right after the load; on a compacted log it "
+        "reads one record per agent. Standby replicas (a warm copy on another worker) would "
+        "remove the restore from failover altogether."
+    ),
+    "worker_rss_mib": (
+        "Memory grows with the agents' window schedule and RocksDB's memtables and block cache; "
+        "the state cache is bounded by TRUST_STATE_CACHE_AGENTS."
+    ),
+}
+
+
+def _explanation_for(key: str) -> str | None:
+    if key in EXPLANATIONS:
+        return EXPLANATIONS[key]
+    for pattern, text in EXPLANATIONS.items():
+        if pattern.endswith("*") and key.startswith(pattern[:-1]):
+            return text
+    return None
+
+
+class _Filler(string.Formatter):
+    """Fills {figure_key} with the figure, formatted in its unit; unknown keys show as n/a."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get_value(self, key: int | str, args: Any, kwargs: Any) -> str:
+        return self.values.get(str(key), "n/a")
+
+
+def _ceilings(key: str, figures: Figures, fmt: Formatter) -> dict[str, str]:
+    """For a throughput figure of one run (keys end in its agent count, e.g. ``_10k_agents``):
+    that run's raw consume and pure scoring rates."""
+    tag = key.rsplit("_", 2)[-2] if key.endswith("_agents") else ""
+    raw = figures.get(f"raw_consume_signals_per_s_{tag}_agents")
+    pure = figures.get(f"pure_scoring_signals_per_s_{tag}_agents")
+    values: dict[str, str] = {}
+    if raw:
+        values["raw_rate"] = fmt(raw, "signals/s")
+        values["raw_us_per_signal"] = f"{1e6 / raw:.1f}"
+        if pure:
+            values["pure_rate"] = fmt(pure, "signals/s")
+            values["pure_vs_raw"] = fmt(pure / raw, "ratio")
+    return values
+
+
+def where_time_goes(profile: dict[str, Any] | None) -> list[str]:
+    if profile is None:
+        return ["The profile scenario was not run."]
+    shares = [(f["label"], f["value"]) for f in profile["figures"] if f["key"].startswith("share_")]
+    shares.sort(key=lambda item: -item[1])
+    parts = ", ".join(f"{label} {value:.1f}%" for label, value in shares[:8])
+    params = profile.get("parameters", {})
+    return [
+        f"Sampled with py-spy while one worker drained {params.get('signals', 0):,} signals over "
+        f"{params.get('agents', 0):,} agents, its time went to: {parts}. Faust's per-record "
+        "machinery, which took three quarters of the worker's time when signals went through "
+        "its streams, is no longer on the signal path; what is left is our own per-signal "
+        "work (validation, scoring, state encoding) and the Kafka client's."
+    ]
+
+
+def render(results: dict[str, dict[str, Any]], fmt: Formatter) -> list[str]:
+    figures: Figures = {}
+    units: dict[str, str] = {}
+    missed: list[dict[str, Any]] = []
+    machine: dict[str, Any] = {}
+    for result in results.values():
+        machine = machine or result.get("machine", {})
+        for figure in result["figures"]:
+            figures[figure["key"]] = figure["value"]
+            units[figure["key"]] = figure["unit"]
+            target = figure.get("target")
+            if target is not None and not _met(figure["value"], target):
+                missed.append(figure)
+    values = {key: fmt(value, units.get(key, "")) for key, value in figures.items()}
+    values["cpus"] = str(machine.get("cpus", "n/a"))
+    values["cache_note"] = "20,000 agents by default"
+    lines = ["## Where the time goes, and the targets missed", ""]
+    lines += where_time_goes(results.get("profile"))
+    lines.append("")
+    if not missed:
+        lines.append("Every target is met.")
+        return lines
+    for figure in missed:
+        text = _explanation_for(figure["key"])
+        filler = _Filler({**values, **_ceilings(figure["key"], figures, fmt)})
+        reason = filler.format(text) if text else "No analysis is written for this miss yet."
+        lines.append(f"- **{figure['label']}** ({fmt(figure['value'], figure['unit'])}): {reason}")
+    return lines
+
+
+def _met(value: float | None, target: dict[str, Any]) -> bool:
+    if value is None:
+        return False
+    return value >= target["value"] if target["op"] == ">=" else value <= target["value"]
