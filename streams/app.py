@@ -234,7 +234,7 @@ def create_app(settings: Settings) -> TrustApp:
         owned = {tp.partition for tp in consumer.assignment() if tp.topic == names.ticks}
         if takeover[0] is not None and not takeover[0].done():
             return  # Faust sends it twice after a recovery: the take-over is under way
-        if owned == pipeline.restored and owned == feed.partitions:
+        if owned == pipeline.restored == feed.partitions and pipeline.restore_done.is_set():
             return
         await cancel_takeover()
         task = asyncio.ensure_future(take_over(owned))

@@ -6,9 +6,9 @@ staged in the store rather than written at once: an agent active in many batches
 is encoded and written once. Outputs are published in an order that makes them safe to repeat:
 
 1. dead letters are queued;
-2. if the batch produced score updates or revocations, every staged state is written (RocksDB and
-   changelog) and the producer flushed, so the state that records those outputs is durable in the
-   changelog before any of them can be seen;
+2. if the batch produced score updates or revocations, the states of their agents are written
+   (RocksDB and changelog) and the producer flushed, so the state that records those outputs is
+   durable in the changelog before any of them can be seen;
 3. the updates and revocations are published.
 
 Staged states are also written, and the producer flushed, before any offset is committed and
@@ -259,6 +259,16 @@ class ScoringPipeline:
             raise PipelineFailed("a batch failed; refusing to persist or commit") from self.failed
         await self.store.persist()
 
+    async def _persist_for(self, outbox: Outbox) -> None:
+        """Write the states that record the outbox's outputs (they go first: see the module
+        docstring); only those, so that a revocation does not wait for a second's worth of
+        other agents' states to be encoded."""
+        if not outbox.ordered:
+            return
+        if self.failed is not None:
+            raise PipelineFailed("a batch failed; refusing to persist or commit") from self.failed
+        await self.store.persist_agents({(p, key) for _, key, _, p in outbox.ordered})
+
     async def _wait_for_config(self) -> None:
         if self.config_ready is not None and not self.config_ready.is_set():
             # Never score with stale weights: wait until the config topic has been read.
@@ -272,9 +282,7 @@ class ScoringPipeline:
             outbox = Outbox()
             for partition, partition_records in by_partition.items():
                 self._process_partition(partition, partition_records, outbox)
-            if outbox.ordered:
-                # The states that record these outputs go first (see the module docstring).
-                await self._persist()
+            await self._persist_for(outbox)
             await self._publish(outbox)
         except BaseException as exc:
             # Cached and staged states may hold half-applied changes: forget them all, and
@@ -498,8 +506,7 @@ class ScoringPipeline:
                             pending.popleft(), partition, states, clock, config, outbox
                         )
                 states.stage_changes()
-            if outbox.ordered:
-                await self._persist()
+            await self._persist_for(outbox)
             await self._publish(outbox)
         except BaseException as exc:
             self.failed = exc

@@ -176,6 +176,19 @@ class StateStore:
 
     # -- writes --------------------------------------------------------------------------------
 
+    async def persist_agents(self, agents: set[tuple[int, bytes]]) -> None:
+        """Write only the staged states of ``agents`` ((partition, key) pairs): those that record
+        an output about to be published. Writing a state ahead of the others is safe; only the
+        reserved entries (clock, positions) must follow every state they cover, and they wait
+        for the next full :meth:`persist`."""
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for partition, key in agents:
+            state = self._staged.get(partition, {}).pop(key, None)
+            if state is not None:
+                by_partition.setdefault(partition, []).append((key, encode_state(state)))
+        for partition, items in by_partition.items():
+            await self.write(partition, items)
+
     async def persist(self) -> None:
         """Write every staged state and entry: RocksDB now, the changelog queued in order."""
         staged, self._staged = self._staged, {}

@@ -8,6 +8,7 @@ explanation below is listed as such, never hidden.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 from typing import Any
@@ -103,20 +104,39 @@ def _ceilings(key: str, figures: Figures, fmt: Formatter) -> dict[str, str]:
     return values
 
 
+_SHARE = re.compile(r"share_(?:(\d+[kM]?)_)?(.+)")
+
+
 def where_time_goes(profile: dict[str, Any] | None) -> list[str]:
     if profile is None:
         return ["The profile scenario was not run."]
-    shares = [(f["label"], f["value"]) for f in profile["figures"] if f["key"].startswith("share_")]
-    shares.sort(key=lambda item: -item[1])
-    parts = ", ".join(f"{label} {value:.1f}%" for label, value in shares[:8])
-    params = profile.get("parameters", {})
-    return [
-        f"Sampled with py-spy while one worker drained {params.get('signals', 0):,} signals over "
-        f"{params.get('agents', 0):,} agents, its time went to: {parts}. Faust's per-record "
-        "machinery, which took three quarters of the worker's time when signals went through "
-        "its streams, is no longer on the signal path; what is left is our own per-signal "
-        "work (validation, scoring, state encoding) and the Kafka client's."
+    by_run: dict[str, list[tuple[str, float]]] = {}
+    for figure in profile["figures"]:
+        match = _SHARE.fullmatch(figure["key"])
+        if match:
+            by_run.setdefault(match[1] or "", []).append((match[2], figure["value"]))
+    lines = []
+    for tag, shares in by_run.items():
+        shares.sort(key=lambda item: -item[1])
+        parts = ", ".join(f"{name} {value:.1f}%" for name, value in shares[:8])
+        agents = f" over {_agents(tag)} agents" if tag else ""
+        lines.append(f"- Sampled with py-spy while one worker drained a backlog{agents}: {parts}.")
+    lines += [
+        "",
+        "Faust's per-record machinery, which took about three quarters of the worker's time when "
+        "signals went through Faust's streams (measured here before the signal feed existed), is "
+        "no longer on the signal path. What is left is the worker's own per-signal work "
+        "(validation, scoring, state encoding, RocksDB) and the Kafka client's.",
     ]
+    return lines
+
+
+def _agents(tag: str) -> str:
+    if tag.endswith("M"):
+        return f"{int(tag[:-1]) * 1_000_000:,}"
+    if tag.endswith("k"):
+        return f"{int(tag[:-1]) * 1_000:,}"
+    return tag
 
 
 def render(results: dict[str, dict[str, Any]], fmt: Formatter) -> list[str]:

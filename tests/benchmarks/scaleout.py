@@ -65,7 +65,7 @@ _ASSIGNED = re.compile(
 )
 _RESTORE = re.compile(
     r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\] .*"
-    r"(Restoring state from changelog topics|Done reading from changelog topics)",
+    r"(Restoring partitions|Restored partitions)",
     re.M,
 )
 _LAG = re.compile(r'^trust_consumer_lag\{[^}]*topic="([^"]+)"[^}]*\} (\S+)$', re.M)
@@ -128,8 +128,8 @@ class Run:
 
 
 def restoring_seconds(log: str, started_wall: float, until: float) -> float:
-    """Seconds the worker spent reading the changelog of partitions it was given (Faust's
-    recovery, from "Restoring state" to "Done reading"), up to ``until`` seconds after start."""
+    """Seconds the worker spent reading the changelog of partitions it was given (from
+    "Restoring partitions" to "Restored partitions"), up to ``until`` seconds after start."""
     total = 0.0
     began: float | None = None
     for stamp, millis, what in _RESTORE.findall(log):
@@ -185,17 +185,33 @@ async def confirm_exactly_once(
         await asyncio.sleep(0.2)
 
 
+async def wait_for_balance(
+    workers: list[WorkerProcess], started_wall: float, partitions: int, timeout: float = 120
+) -> None:
+    """Until every worker owns partitions, together all of them, and each is ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        latest = [assignments(w.log_since_start(), started_wall) for w in workers]
+        owned = [a[-1][1] if a else [] for a in latest]
+        if all(owned) and sorted(p for o in owned for p in o) == list(range(partitions)):
+            break
+        if time.monotonic() > deadline:
+            raise BenchmarkFailure(f"the workers did not share the partitions: {owned}")
+        await asyncio.sleep(0.25)
+    for worker in workers:
+        await asyncio.to_thread(worker.wait_until_ready, max(1.0, deadline - time.monotonic()))
+
+
 async def apply_backlog(
     bootstrap: str, backlog: Backlog, workers: int, workdir: Path, partitions: int
 ) -> Run:
-    """Produce the backlog to fresh topics, start ``workers`` workers together, and time them."""
+    """Start ``workers`` workers on fresh topics, let them share the partitions, then produce
+    the backlog and time them applying it."""
     prefix = unique_name(f"so{workers}") + "."
     names = TopicNames(prefix)
     await ensure_topics(
         Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions)
     )
-    sent = await produce_batched(bootstrap, backlog.records(names, partitions))
-    assert sent == len(backlog.signals)
     started = [
         WorkerProcess(
             env=worker_env(
@@ -209,6 +225,11 @@ async def apply_backlog(
     for worker in started:
         worker.start()
     try:
+        # Steady state, not start-up: the first worker to join would otherwise take every
+        # partition and drain much of the backlog before the other one is given its share.
+        await wait_for_balance(started, started_wall, partitions)
+        sent = await produce_batched(bootstrap, backlog.records(names, partitions))
+        assert sent == len(backlog.signals)
         progress = await wait_until_applied(
             started,
             sent,

@@ -28,6 +28,7 @@ from tests.support.worker import WorkerProcess
 STATE_FIGURES = {
     "produce_signals_per_s",
     "load_s",
+    "close_all_windows_s",
     "rocksdb_bytes_per_agent",
     "rocksdb_all_files_bytes_per_agent",
     "live_state_bytes_per_agent",
@@ -138,12 +139,12 @@ def test_restore_time_is_summed_over_every_restore_until_the_backlog_was_done() 
     started = datetime(2026, 1, 1, 10, 0, 0).timestamp()
     log = "\n".join(
         [
-            "[2026-01-01 10:00:02,000] [1] [INFO] [^---Recovery]: Restoring state from "
-            "changelog topics... ",
-            "[2026-01-01 10:00:05,500] [1] [INFO] [^---Recovery]: Done reading from changelog "
-            "topics ",
-            "[2026-01-01 10:00:09,000] [1] [INFO] [^---Recovery]: Restoring state from "
-            "changelog topics... ",
+            "[2026-01-01 10:00:02,000] INFO streams.restore: Restoring partitions [0] from the "
+            "changelog: 10 offsets to read",
+            "[2026-01-01 10:00:05,500] INFO streams.restore: Restored partitions [0] from the "
+            "changelog: 10 records in 3.50 s",
+            "[2026-01-01 10:00:09,000] INFO streams.restore: Restoring partitions [1] from the "
+            "changelog: 10 offsets to read",
         ]
     )
     assert scaleout.restoring_seconds(log, started, until=4.0) == pytest.approx(2.0)
