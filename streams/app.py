@@ -128,6 +128,7 @@ def create_app(settings: Settings) -> TrustApp:
         positions=pipeline.signal_positions,
         batch_max=settings.batch_max,
         fetch_bytes_per_partition=settings.signal_fetch_bytes_per_partition,
+        durable_interval=settings.state_flush_seconds,
     )
     source = app.topic(
         names.ticks,

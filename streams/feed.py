@@ -76,6 +76,7 @@ class SignalFeed:
         # given up with a batch of it half done.
         self._turn = asyncio.Lock()
         self._owned = asyncio.Event()
+        self._durable_task: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(**self._consumer_options)
@@ -91,6 +92,8 @@ class SignalFeed:
             return
         async with self._turn:
             try:
+                if self._durable_task is not None:
+                    await self._durable_task
                 await self._make_durable()
             except Exception as exc:  # stopping anyway: the next owner replays what was lost
                 log.warning("Final write of staged state skipped: %s", exc)
@@ -161,10 +164,22 @@ class SignalFeed:
                 if records:
                     await self._process(records)
                     self._next.update(last)
-                # Staged states are written at least this often, whatever else happens.
-                if time.monotonic() - self._last_durable >= self._durable_interval:
-                    self._last_durable = time.monotonic()
-                    await self._make_durable()
+            # Let the rest of the worker run: with records already buffered, neither the fetch
+            # nor the processing needs to wait, and a backlog would otherwise hold the event
+            # loop (ticks, HTTP, outputs) until it is drained.
+            await asyncio.sleep(0)
+            # Staged states are written at least this often, in the background: the writing
+            # goes in slices, and the next batches run in between.
+            task = self._durable_task
+            if task is not None and task.done():
+                self._durable_task = None
+                task.result()  # a failed write stops the feed (and the worker)
+            if (
+                self._durable_task is None
+                and time.monotonic() - self._last_durable >= self._durable_interval
+            ):
+                self._last_durable = time.monotonic()
+                self._durable_task = asyncio.ensure_future(self._make_durable())
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet processed per fed topic-partition (as of the last fetch)."""

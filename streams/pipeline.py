@@ -60,6 +60,10 @@ class PipelineFailed(RuntimeError):
     """A batch failed part-way: the worker must stop and replay from its last commit."""
 
 
+#: Agents written per turn by make_durable: about a millisecond of encoding and writing.
+PERSIST_SLICE = 200
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -144,6 +148,7 @@ class ScoringPipeline:
         self.offsets = OffsetGuard(rewind)
         self.counters = PipelineCounters()
         self._turn = asyncio.Lock()
+        self._durable = asyncio.Lock()  # one make_durable at a time
         self._positions: dict[int, list[int]] = {}
         #: Partitions whose state is restored and owned: only their records are processed.
         self.restored: set[int] = set()
@@ -201,8 +206,9 @@ class ScoringPipeline:
     async def process_batch(self, events: Sequence[Any]) -> None:
         """Process Faust's events (ticks and commands), guarding against skipped offsets.
 
-        Everything staged is written before returning: Faust commits these offsets on its own
-        schedule, after flushing the producer, so what they led to must be queued by then.
+        What they led to is written before returning (the clocks here, the closes and
+        reinstatements with their outputs): Faust commits these offsets on its own schedule,
+        after flushing the producer.
         """
         await self._wait_for_config()
         await self.restore_done.wait()
@@ -211,7 +217,10 @@ class ScoringPipeline:
             records = [record_of(event) for event in admitted]
             # Records of a partition revoked meanwhile: not committed, the new owner reads them.
             await self._process_records([r for r in records if r.partition in self.restored])
-            await self._persist()
+            # The clocks these ticks moved, before Faust commits the ticks. Only those: the
+            # states of signals staged meanwhile do not depend on a tick's commit, and writing
+            # them all on every tick would stall signals four times a second.
+            await self.store.persist_entries(CLOCK_KEY)
             if holes:
                 await self.offsets.rewind_holes(holes)
         # Before returning, so that Faust commits a tick's offset only once its closes are done.
@@ -246,18 +255,36 @@ class ScoringPipeline:
             self.store.stage_last(partition, SIGNAL_POSITIONS_KEY, orjson.dumps(positions))
 
     async def make_durable(self) -> None:
-        """Write staged states and wait until the changelog holds them: call before committing
-        offsets or giving up partitions."""
-        async with self._turn:
-            await self._persist()
+        """Write every staged state and wait until the changelog holds them: periodically, and
+        before a partition is given up.
+
+        In slices of a few hundred agents, letting signal batches in between: written at once,
+        a couple of seconds' worth of states holds the worker for a tenth of a second, and a
+        revocation with it. The entries that must follow the states (signal positions, clocks)
+        are written last.
+        """
+        async with self._durable:
+            async with self._turn:
+                self._check_failed()
+                agents, last = self.store.begin_persist()
+            for partition, keys in agents:
+                for start in range(0, len(keys), PERSIST_SLICE):
+                    async with self._turn:
+                        self._check_failed()
+                        await self.store.write_persisting(
+                            partition, keys[start : start + PERSIST_SLICE]
+                        )
+                    await asyncio.sleep(0)
+            async with self._turn:
+                self._check_failed()
+                await self.store.write_entries(last)
             await self.app.producer.flush()
 
-    async def _persist(self) -> None:
+    def _check_failed(self) -> None:
         if self.failed is not None:
-            # A batch failed half-applied; its changes were dropped, and the offsets it covered
-            # must not be committed. The worker stops; a restart replays from the last commit.
-            raise PipelineFailed("a batch failed; refusing to persist or commit") from self.failed
-        await self.store.persist()
+            # A batch failed half-applied; its changes were dropped, and nothing after it may
+            # be written. The worker stops; a restart replays from the stored positions.
+            raise PipelineFailed("a batch failed; refusing to persist") from self.failed
 
     async def _persist_for(self, outbox: Outbox) -> None:
         """Write the states that record the outbox's outputs (they go first: see the module
@@ -265,8 +292,7 @@ class ScoringPipeline:
         other agents' states to be encoded."""
         if not outbox.ordered:
             return
-        if self.failed is not None:
-            raise PipelineFailed("a batch failed; refusing to persist or commit") from self.failed
+        self._check_failed()
         await self.store.persist_agents({(p, key) for _, key, _, p in outbox.ordered})
 
     async def _wait_for_config(self) -> None:
@@ -311,8 +337,9 @@ class ScoringPipeline:
                 self._on_signal(message, states, schedule, clock, outbox, now_ms, config)
         states.stage_changes()
         if clock_moved:
-            # Written last: changelog records of one partition stay in order, so a stored clock
-            # proves every state write of the ticks it covers is stored too.
+            # Written when the tick batch ends. A stored clock ahead of the closes it made due is
+            # safe: those agents' windows are still open in their stored states, so a restarted
+            # worker's schedule finds them due again and closes them at its next tick.
             self.store.stage_last(partition, CLOCK_KEY, clock.encode())
 
     def _on_signal(

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
         description="Prefetch per signal partition (signals have their own consumer).",
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    state_flush_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description=(
+            "How often staged agent states are written (besides before every output): an agent "
+            "active in that time is encoded and written once. A crash replays at most this long."
+        ),
+    )
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         default="zstd",
         description=(

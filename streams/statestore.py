@@ -74,6 +74,9 @@ class StateStore:
         # Changed since the last persist, per partition; the cache may evict, the stage may not.
         self._staged: dict[int, dict[bytes, AgentState]] = {}
         self._staged_last: dict[int, dict[bytes, bytes]] = {}
+        # Taken from the stage by a persist that writes them a slice at a time; read like the
+        # stage until written.
+        self._persisting: dict[int, dict[bytes, AgentState]] = {}
 
     # -- databases -----------------------------------------------------------------------------
 
@@ -106,11 +109,12 @@ class StateStore:
 
     def lookup(self, partition: int, key: bytes) -> AgentState | None:
         """The current state of an agent: staged, cached, or decoded from RocksDB."""
-        staged = self._staged.get(partition)
-        if staged is not None:
-            state = staged.get(key)
-            if state is not None:
-                return state
+        for held in (self._staged, self._persisting):
+            states = held.get(partition)
+            if states is not None:
+                state = states.get(key)
+                if state is not None:
+                    return state
         state = self.cached(partition, key)
         if state is None:
             raw = self.get(partition, key)
@@ -125,7 +129,7 @@ class StateStore:
 
     def iter_agents(self, partition: int) -> Iterator[tuple[bytes, AgentState]]:
         """Every agent state of ``partition`` held locally (after a restore: all of them)."""
-        staged = dict(self._staged.get(partition, {}))
+        staged = {**self._persisting.get(partition, {}), **self._staged.get(partition, {})}
         items: Iterator[tuple[bytes, bytes]] = iter(self.db(partition).items())  # type: ignore[arg-type]
         for key, value in items:
             if key.startswith(RESERVED_PREFIX):
@@ -167,12 +171,14 @@ class StateStore:
             self._cache.clear()
             self._staged.clear()
             self._staged_last.clear()
+            self._persisting.clear()
             return
         for entry in [entry for entry in self._cache if entry[0] in partitions]:
             del self._cache[entry]
         for partition in partitions:
             self._staged.pop(partition, None)
             self._staged_last.pop(partition, None)
+            self._persisting.pop(partition, None)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -189,14 +195,52 @@ class StateStore:
         for partition, items in by_partition.items():
             await self.write(partition, items)
 
-    async def persist(self) -> None:
-        """Write every staged state and entry: RocksDB now, the changelog queued in order."""
+    async def persist_entries(self, key: bytes) -> None:
+        """Write the staged raw entries named ``key`` (a reserved key: the partition clocks)."""
+        for partition, entries in list(self._staged_last.items()):
+            value = entries.pop(key, None)
+            if value is not None:
+                await self.write(partition, [(key, value)])
+
+    def begin_persist(self) -> tuple[list[tuple[int, list[bytes]]], dict[int, dict[bytes, bytes]]]:
+        """Take everything staged so far, to be written a slice at a time: the agents to write
+        ((partition, keys) per partition) and the raw entries to write after them.
+
+        States staged from now on go to a fresh stage; the taken ones stay readable until
+        written (:meth:`write_persisting`), and a taken state changed again meanwhile is simply
+        staged again.
+        """
         staged, self._staged = self._staged, {}
         last, self._staged_last = self._staged_last, {}
-        for partition in staged.keys() | last.keys():
-            items = [(key, encode_state(state)) for key, state in staged.get(partition, {}).items()]
-            items.extend(last.get(partition, {}).items())
-            await self.write(partition, items)
+        for partition, states in staged.items():
+            self._persisting.setdefault(partition, {}).update(states)
+        return [(p, list(states)) for p, states in staged.items()], last
+
+    async def write_persisting(self, partition: int, keys: Sequence[bytes]) -> None:
+        """Write these taken states (those still taken: a forgotten partition has none)."""
+        taken = self._persisting.get(partition)
+        if not taken:
+            return
+        items = []
+        for key in keys:
+            state = taken.pop(key, None)
+            if state is not None:
+                items.append((key, encode_state(state)))
+        if not taken:
+            del self._persisting[partition]
+        await self.write(partition, items)
+
+    async def write_entries(self, entries: dict[int, dict[bytes, bytes]]) -> None:
+        for partition, items in entries.items():
+            await self.write(partition, list(items.items()))
+
+    async def persist(self) -> None:
+        """Write every staged state and entry at once: RocksDB now, the changelog queued in
+        order (states first, then the entries that must follow them)."""
+        agents, last = self.begin_persist()
+        for partition, keys in agents:
+            await self.write_persisting(partition, keys)
+        await self.write_entries(last)
 
     async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Store ``items`` locally and queue them, in order, on the changelog partition.

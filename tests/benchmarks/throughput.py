@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke-sized run")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    signals = args.signals or (60_000 if args.quick else 500_000)
+    signals = args.signals or (200_000 if args.quick else 500_000)
     agent_counts = [
         int(a) for a in (args.agents or ("300,3000" if args.quick else "10000,1000000")).split(",")
     ]
