@@ -92,9 +92,12 @@ class SignalFeed:
             return
         async with self._turn:
             try:
-                if self._durable_task is not None:
-                    await self._durable_task
-                await self._make_durable()
+                # Bounded: skipping it costs a replay on restart, never a signal (the positions
+                # are stored with the states they led to).
+                async with asyncio.timeout(10):
+                    if self._durable_task is not None:
+                        await self._durable_task
+                    await self._make_durable()
             except Exception as exc:  # stopping anyway: the next owner replays what was lost
                 log.warning("Final write of staged state skipped: %s", exc)
             consumer, self._consumer = self._consumer, None

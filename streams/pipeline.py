@@ -60,6 +60,8 @@ class PipelineFailed(RuntimeError):
     """A batch failed part-way: the worker must stop and replay from its last commit."""
 
 
+#: Longest a tick batch spends closing windows (see ScoringPipeline._close_due).
+CLOSE_BUDGET_SECONDS = 1.0
 #: Agents written per turn by make_durable: about a millisecond of encoding and writing.
 PERSIST_SLICE = 200
 
@@ -223,7 +225,8 @@ class ScoringPipeline:
             await self.store.persist_entries(CLOCK_KEY)
             if holes:
                 await self.offsets.rewind_holes(holes)
-        # Before returning, so that Faust commits a tick's offset only once its closes are done.
+        # Before returning, so that Faust commits a tick's offset once its closes are done (or,
+        # for very many, under way: see _close_due).
         await self._close_due()
 
     async def process_records(self, records: Sequence[Any]) -> None:
@@ -512,8 +515,16 @@ class ScoringPipeline:
         batches take their turns. Closing later than the tick changes nothing in the result:
         a window is closed by the partition clock, which the tick already moved, and until it is
         closed its agent's later signals count as late in the window that is open.
+
+        At most ``CLOSE_BUDGET_SECONDS`` per tick batch: what is left stays pending for the next
+        one (a quarter of a second later), so a worker asked to stop is never held for the
+        closes of a million agents. Pending closes survive a crash too: their windows are still
+        open in the stored states, and the rebuilt schedule finds them due.
         """
-        while any(schedule.pending for schedule in self.schedules.values()):
+        deadline = time.perf_counter() + CLOSE_BUDGET_SECONDS
+        while time.perf_counter() < deadline and any(
+            schedule.pending for schedule in self.schedules.values()
+        ):
             async with self._turn:
                 await self._close_slice()
             await asyncio.sleep(0)
