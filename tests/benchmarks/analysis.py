@@ -42,14 +42,17 @@ EXPLANATIONS: dict[str, str] = {
         "more workers (partitions spread over processes) close the rest."
     ),
     "revocation_p99_ms_50pct": (
-        "At half the maximum load the load generator (a Python producer sending "
-        "{background_rate_50pct}), the broker and the worker share the machine's "
-        "{cpus} cores, and the worker is left with less than the single core its measured "
-        "maximum assumed; its queue builds up behind the probes. At 10% load the p99 is "
-        "{revocation_p99_ms_10pct} (p50 {revocation_p50_ms_10pct}): the path itself is short. "
-        "On a machine where the generator and broker have cores of their own this is the "
-        "figure to expect; in the worker, a revocation could also skip the queue (critical "
-        "signals read from a partition of their own)."
+        "Most revocations are quick at half load too (p50 {revocation_p50_ms_50pct}; at 10% "
+        "load p99 {revocation_p99_ms_10pct}); the tail comes from the seconds after each window "
+        "closes (see the plot of the worst latency by moment in the window). Then every agent "
+        "active in the window is due at once, and its close competes with the signals for the "
+        "worker's one core, already half taken by the load, on a machine whose {cpus} cores "
+        "also run the broker and the load generator: for a few seconds work arrives faster than "
+        "it is done, and signals queue. Closing in slices keeps any single wait short, not the "
+        "queue. What would close it: give signals precedence over closing (close only while "
+        "the feed has nothing waiting, within the emission budget), send critical signals "
+        "ahead of the rest, and spread agents over more workers so that a window's closes fit "
+        "in the spare capacity."
     ),
     "window_lag_p99_ms": (
         "Window emission waits for the first tick after end plus grace (ticks every "
