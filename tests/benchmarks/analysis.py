@@ -62,17 +62,24 @@ EXPLANATIONS: dict[str, str] = {
         "spreading agents over more workers does."
     ),
     "restore_work_agents_per_s": (
-        "The restore reads the changelog with a plain consumer at "
-        "{restore_changelog_records_per_s} and then rebuilds each partition's window schedule "
-        "by decoding every state ({restore_schedule_rebuild_s}). It reads "
-        "{changelog_records_per_signal} records per signal because the changelog is not "
-        "compacted yet when a worker restores right after the load; on a compacted log it "
-        "reads one record per agent. Standby replicas (a warm copy on another worker) would "
-        "remove the restore from failover altogether."
+        "Reading the changelog into RocksDB is not the slow part: a plain consumer and write "
+        "batches restored {restore_changelog_records_per_s} ({restore_changelog_read_s} for "
+        "every record). Rebuilding each partition's schedule of open windows is: it decodes "
+        "every stored state to find its windows ({restore_schedule_rebuild_s}). What would "
+        "close it: keep each agent's open window starts where the rebuild can read them without "
+        "decoding the state (a small header in front of the encoded state, or an index key per "
+        "partition), which leaves the read, well past the target; standby replicas would take "
+        "the restore out of failover altogether."
     ),
     "worker_rss_mib": (
-        "Memory grows with the agents' window schedule and RocksDB's memtables and block cache; "
-        "the state cache is bounded by TRUST_STATE_CACHE_AGENTS."
+        "A worker restored with the same agents holds {restore_rss_mib}, so neither the window "
+        "schedule nor the bounded state cache accounts for it: the extra memory builds up while "
+        "a million agents' states are created, staged, written and dropped "
+        "({worker_applied_rss_mib} once every signal was applied). At 300,000 agents neither a "
+        "rarer nor a more frequent cycle collection changed it, nor did limiting glibc's malloc arenas; it is not "
+        "traced yet. The next step is an allocation profile (tracemalloc or memray) of a loaded "
+        "worker; fragmentation of the allocator's arenas by a million short-lived states is the "
+        "suspect."
     ),
 }
 
