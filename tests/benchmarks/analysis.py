@@ -76,10 +76,10 @@ EXPLANATIONS: dict[str, str] = {
         "schedule nor the bounded state cache accounts for it: the extra memory builds up while "
         "a million agents' states are created, staged, written and dropped "
         "({worker_applied_rss_mib} once every signal was applied). At 300,000 agents neither a "
-        "rarer nor a more frequent cycle collection changed it, nor did limiting glibc's malloc arenas; it is not "
-        "traced yet. The next step is an allocation profile (tracemalloc or memray) of a loaded "
-        "worker; fragmentation of the allocator's arenas by a million short-lived states is the "
-        "suspect."
+        "rarer nor a more frequent cycle collection changed it, nor did limiting glibc's malloc "
+        "arenas; it is not traced yet. The next step is an allocation profile (tracemalloc or "
+        "memray) of a loaded worker; fragmentation of the allocator's arenas by a million "
+        "short-lived states is the suspect."
     ),
 }
 
