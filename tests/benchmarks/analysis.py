@@ -42,16 +42,17 @@ EXPLANATIONS: dict[str, str] = {
         "more workers (partitions spread over processes) close the rest."
     ),
     "revocation_p99_ms_50pct": (
-        "Most revocations are quick at half load too (p50 {revocation_p50_ms_50pct}; at 10% "
-        "load p99 {revocation_p99_ms_10pct}); the tail comes from the seconds after each window "
-        "closes (see the plot of the worst latency by moment in the window). Then every agent "
-        "active in the window is due at once, and its close competes with the signals for the "
-        "worker's one core, already half taken by the load, on a machine whose {cpus} cores "
-        "also run the broker and the load generator: for a few seconds work arrives faster than "
-        "it is done, and signals queue. Closing in slices keeps any single wait short, not the "
-        "queue. What would close it: give signals precedence over closing (close only while "
-        "the feed has nothing waiting, within the emission budget), send critical signals "
-        "ahead of the rest, and spread agents over more workers so that a window's closes fit "
+        "Two things add up (see the plot of the worst latency by moment in the window). The "
+        "base: at half load the worker's core is half taken by signals, on a machine whose "
+        "{cpus} cores also run the broker and the load generator, so a probe waits for the "
+        "batches ahead of it (p50 {revocation_p50_ms_50pct}, against {revocation_p50_ms_10pct} "
+        "at 10% load). The tail: for about ten seconds after each window closes, every agent "
+        "active in it is due at once, and the closes compete with the signals for the same "
+        "core; work arrives faster than it is done and signals queue. Closing in slices keeps "
+        "any single wait short, not the queue. What would close it: give signals precedence "
+        "over closing (close only while the feed has nothing waiting, within the emission "
+        "budget), send critical signals ahead of the rest, run the worker where it has its "
+        "core to itself, and spread agents over more workers so that a window's closes fit "
         "in the spare capacity."
     ),
     "window_lag_p99_ms": (
