@@ -11,12 +11,11 @@ is encoded and written once. Outputs are published in an order that makes them s
    durable in the changelog before any of them can be seen;
 3. the updates and revocations are published.
 
-Staged states are also written, and the producer flushed, before any offset is committed and
-before a partition is given up (:meth:`ScoringPipeline.make_durable`; after each Faust batch).
-Offsets are committed only after that (by Faust for ticks and commands, by :mod:`streams.feed`
-for signals), so a crash at any point replays records
-whose effects are either absent (applied again) or recorded (recognised, and their recorded outputs
-re-published identically).
+Staged states are also written every few seconds and before a partition is given up
+(:meth:`ScoringPipeline.make_durable`), followed by the signal positions they lead to; a tick
+batch writes the clocks it moved before Faust commits its offsets. So a crash at any point replays
+records whose effects are either absent (applied again) or recorded (recognised, and their
+recorded outputs re-published identically).
 
 Signals and Faust's records (ticks, commands) arrive from two consumers; one lock makes their
 batches take turns, since both read and write the same states.
@@ -315,7 +314,7 @@ class ScoringPipeline:
             await self._publish(outbox)
         except BaseException as exc:
             # Cached and staged states may hold half-applied changes: forget them all, and
-            # refuse every later persist, so no offset past them is ever committed.
+            # refuse every later persist, so no position past them is ever stored.
             self.failed = exc
             self.store.forget()
             raise

@@ -9,8 +9,9 @@ Faust still assigns partitions; a worker holds the databases of the partitions i
 
 Writes are staged, not written per batch: a state changed by many batches in a short time is
 encoded and written once. Staged states are written (RocksDB, then the changelog) by
-:meth:`StateStore.persist`, which the pipeline calls before anything depends on them being
-durable: before an output they record is published, before an offset is committed, before a
+``ScoringPipeline.make_durable`` (a slice at a time) and, for the states behind an output,
+:meth:`StateStore.persist_agents`; the pipeline does so before anything depends on them being
+durable: before an output they record is published, every few seconds, and before a
 partition is given up. Until then they are read from the stage, never from RocksDB.
 
 Each database also holds, under reserved keys, the partition's clock and the changelog offset it
@@ -96,11 +97,6 @@ class StateStore:
         raw = self.db(partition).get(SIGNAL_POSITIONS_KEY)
         return None if raw is None else [int(p) for p in orjson.loads(raw)]
 
-    def close(self) -> None:
-        for db in self._dbs.values():
-            db.close()
-        self._dbs.clear()
-
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, partition: int, key: bytes) -> bytes | None:
@@ -148,7 +144,7 @@ class StateStore:
             cache.popitem(last=False)
 
     def stage(self, partition: int, key: bytes, state: AgentState) -> None:
-        """Record a changed state, to be written by the next :meth:`persist`."""
+        """Record a changed state, to be written by the next persist."""
         self._staged.setdefault(partition, {})[key] = state
         self.remember(partition, key, state)
 
@@ -156,10 +152,6 @@ class StateStore:
         """Record a raw entry to be written after the partition's staged states (a partition's
         changelog records stay in order, so this entry proves those states are stored)."""
         self._staged_last.setdefault(partition, {})[key] = value
-
-    @property
-    def staged_count(self) -> int:
-        return sum(len(states) for states in self._staged.values())
 
     def forget(self, partitions: set[int] | None = None) -> None:
         """Drop cached and staged states of ``partitions`` (all when None).
@@ -186,7 +178,7 @@ class StateStore:
         """Write only the staged states of ``agents`` ((partition, key) pairs): those that record
         an output about to be published. Writing a state ahead of the others is safe; only the
         reserved entries (clock, positions) must follow every state they cover, and they wait
-        for the next full :meth:`persist`."""
+        for the next full persist (:meth:`begin_persist`)."""
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for partition, key in agents:
             state = self._staged.get(partition, {}).pop(key, None)
@@ -234,18 +226,10 @@ class StateStore:
         for partition, items in entries.items():
             await self.write(partition, list(items.items()))
 
-    async def persist(self) -> None:
-        """Write every staged state and entry at once: RocksDB now, the changelog queued in
-        order (states first, then the entries that must follow them)."""
-        agents, last = self.begin_persist()
-        for partition, keys in agents:
-            await self.write_persisting(partition, keys)
-        await self.write_entries(last)
-
     async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Store ``items`` locally and queue them, in order, on the changelog partition.
 
-        Returns once they are queued; the producer flush before each offset commit (and before
+        Returns once they are queued; the producer flush of make_durable (and the one before
         any output that depends on them) is what makes them durable.
         """
         if not items:
