@@ -69,8 +69,6 @@ class SignalFeed:
         self._consumer: Any = None
         #: Partition numbers fed now (every signal topic's partition of that number).
         self.partitions: frozenset[int] = frozenset()
-        #: Next offset per fed topic-partition: one past the last record processed.
-        self._next: dict[TopicPartition, int] = {}
         self._last_durable = time.monotonic()
         # Held while a batch is processed and while ownership changes: a partition is never
         # given up with a batch of it half done.
@@ -108,13 +106,10 @@ class SignalFeed:
         consumer = self._consumer
         tps = sorted(TopicPartition(t, p) for t in self.topics for p in partitions)
         consumer.assign(tps)
-        self._next = {}
         for partition in partitions:
             for topic, offset in zip(self.topics, self._positions_of(partition), strict=True):
-                tp = TopicPartition(topic, partition)
                 if offset > 0:
-                    consumer.seek(tp, offset)
-                    self._next[tp] = offset
+                    consumer.seek(TopicPartition(topic, partition), offset)
                 # else: from the earliest record kept (auto_offset_reset)
 
     async def own(self, partitions: Iterable[int]) -> None:
@@ -157,16 +152,12 @@ class SignalFeed:
             async with self._turn:
                 owned = self.partitions
                 records: list[Any] = []
-                last: dict[TopicPartition, int] = {}
                 for tp, batch in fetched.items():
                     # Fetched before a revocation completed: another worker owns these now.
-                    if tp.partition not in owned or not batch:
-                        continue
-                    records.extend(batch)
-                    last[tp] = batch[-1].offset + 1
+                    if tp.partition in owned:
+                        records.extend(batch)
                 if records:
                     await self._process(records)
-                    self._next.update(last)
             # Let the rest of the worker run: with records already buffered, neither the fetch
             # nor the processing needs to wait, and a backlog would otherwise hold the event
             # loop (ticks, HTTP, outputs) until it is drained.
@@ -190,10 +181,12 @@ class SignalFeed:
         consumer = self._consumer
         if consumer is None:
             return lag
+        dimension = {topic: i for i, topic in enumerate(self.topics)}
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
-            position = self._next.get(tp)
-            if highwater is None or position is None:
+            # The pipeline's positions: one past the last record processed (0: none yet).
+            position = self._positions_of(tp.partition)[dimension[tp.topic]]
+            if highwater is None or position == 0:
                 continue
             lag[tp] = max(0, highwater - position)
         return lag

@@ -246,12 +246,12 @@ class ScoringPipeline:
         return positions
 
     def _stage_positions(self, records: Sequence[Any]) -> None:
+        # A partition's records come in offset order: the last of each topic-partition wins.
+        last = {(record.topic, record.partition): record.offset for record in records}
         moved: set[int] = set()
-        dimension_of_topic = self.dimension_of_topic
-        for record in records:
-            positions = self.signal_positions(record.partition)
-            positions[dimension_of_topic[record.topic]] = record.offset + 1
-            moved.add(record.partition)
+        for (topic, partition), offset in last.items():
+            self.signal_positions(partition)[self.dimension_of_topic[topic]] = offset + 1
+            moved.add(partition)
         for partition in moved:
             positions = self._positions[partition]
             self.store.stage_last(partition, SIGNAL_POSITIONS_KEY, orjson.dumps(positions))

@@ -55,15 +55,17 @@ async def restore_partitions(
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         remaining: dict[TopicPartition, int] = {}
+        to_read = 0
         for tp in tps:
             start = store.persisted_offset(tp.partition) + 1
             if start < ends[tp]:
                 consumer.seek(tp, start)
                 remaining[tp] = ends[tp]
+                to_read += ends[tp] - start
         log.info(
             "Restoring partitions %s from the changelog: %d offsets to read",
             [tp.partition for tp in tps],
-            sum(ends[tp] - max(0, store.persisted_offset(tp.partition) + 1) for tp in remaining),
+            to_read,
         )
         records = 0
         while remaining:
