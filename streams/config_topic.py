@@ -1,10 +1,12 @@
-"""Live scoring configuration: weights and thresholds travel on a compacted control topic.
+"""Live scoring configuration: weights and thresholds travel on a control topic.
 
 An update is validated before it is published (an invalid one is rejected whole, with every
 problem named, and nothing is sent) and again by every worker that reads it (a record that slipped
-past is logged and ignored; the configuration in force stays). The topic has one partition, so
-every worker reads the same updates in the same order, and an update's version is its offset + 1:
-the same number on every worker, always increasing, with 0 meaning "the settings' defaults".
+past, whatever its bytes, is logged, counted and ignored; the configuration in force stays). The
+topic has one partition, so every worker reads the same updates in the same order, and an update's
+version is its offset + 1: the same number on every worker, always increasing, with 0 meaning "the
+settings' defaults". The topic keeps every record (see ``topicadmin.CONFIG_TOPIC_CONFIGS``), so
+no record, however forged, can remove the last valid one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ from .scoring.model import (
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = b"scoring-config"
+#: Larger records are refused unread (no legitimate configuration is near this size); the topic's
+#: max.message.bytes is the same.
+MAX_CONFIG_RECORD_BYTES = 64 * 1024
+#: Problems named per rejected record, and characters of a rejection kept: a forged record must
+#: not turn into a megabyte log line.
+_PROBLEMS_NAMED = 5
+_REASON_CHARS = 500
+#: Backoff between attempts to follow the topic after a broker error, doubling up to the maximum.
+_RETRY_MIN_SECONDS = 0.5
+_RETRY_MAX_SECONDS = 30.0
 
 
 class FloorSpec(BaseModel):
@@ -74,14 +86,22 @@ def _to_config(update: ConfigUpdate, version: int) -> ScoringConfig:
 def config_from_record(value: bytes | None, offset: int) -> ScoringConfig:
     """The configuration a record carries, versioned by its offset; InvalidScoringConfig if bad."""
     if value is None:
-        raise InvalidScoringConfig("empty record")
+        raise InvalidScoringConfig("empty record (a tombstone)")
+    if len(value) > MAX_CONFIG_RECORD_BYTES:
+        raise InvalidScoringConfig(
+            f"record of {len(value)} bytes, over the {MAX_CONFIG_RECORD_BYTES} a configuration "
+            "may have"
+        )
     try:
         update = ConfigUpdate.model_validate_json(value)
     except ValidationError as exc:
+        errors = exc.errors(include_url=False)
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
+            for e in errors[:_PROBLEMS_NAMED]
         )
+        if len(errors) > _PROBLEMS_NAMED:
+            problems = f"{len(errors)} problems, the first {_PROBLEMS_NAMED}: {problems}"
         raise InvalidScoringConfig(problems) from exc
     return _to_config(update, version=offset + 1)
 
@@ -139,22 +159,32 @@ async def publish_config(
 
 
 async def read_config(bootstrap_servers: str, topic: str, default: ScoringConfig) -> ScoringConfig:
-    """The configuration in force: the newest valid update on the topic, else ``default``."""
+    """The configuration in force: the newest valid update on the topic, else ``default``.
+
+    A broker error ends the read with that error (a command line reports it), where a worker's
+    follower would retry.
+    """
     follower = ConfigFollower(bootstrap_servers, topic, default)
-    task = asyncio.create_task(follower.run())
+    task = asyncio.create_task(follower.run(retry=False))
+    ready = asyncio.create_task(follower.ready.wait())
     try:
-        ready = asyncio.create_task(follower.ready.wait())
         done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()  # raises what stopped the follower
         return follower.current
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        ready.cancel()
+        await asyncio.gather(task, ready, return_exceptions=True)
 
 
 class ConfigFollower:
-    """Follows the config topic and holds the configuration in force on this worker."""
+    """Follows the config topic and holds the configuration in force on this worker.
+
+    Whatever the topic holds, following goes on: a record that is not a valid configuration under
+    :data:`CONFIG_KEY` is logged, counted in :attr:`rejected_records` and ignored, and a broker
+    error or timeout is logged and retried with backoff.
+    """
 
     def __init__(self, bootstrap_servers: str, topic: str, default: ScoringConfig) -> None:
         self._bootstrap = bootstrap_servers
@@ -162,22 +192,34 @@ class ConfigFollower:
         self.current = default
         #: Set once every update published before this worker started has been read.
         self.ready = asyncio.Event()
+        #: Records ignored because they were not a valid configuration, and why the last one was.
+        self.rejected_records = 0
+        self.last_rejection: str | None = None
+        #: Times following failed on a broker error and was started again.
+        self.follow_failures = 0
+        #: Offset of the next record to read: a new consumer after a failure starts there, so
+        #: no record is applied or counted twice.
+        self._next_offset = 0
+        #: End of the topic when following first started: ``ready`` waits for it.
+        self._end: int | None = None
+        self._following = False
 
     def config(self) -> ScoringConfig:
         return self.current
 
-    def apply(self, value: bytes | None, offset: int) -> None:
+    def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        """Take one record of the topic: a newer valid configuration comes into force."""
+        self._next_offset = max(self._next_offset, offset + 1)
         try:
+            if key != CONFIG_KEY:
+                shown = repr(key[:64]) if key is not None else "none"
+                raise InvalidScoringConfig(f"key {shown} is not {CONFIG_KEY!r}")
             config = config_from_record(value, offset)
         except InvalidScoringConfig as exc:
-            log.error(
-                "Ignoring invalid scoring configuration at %s offset %d (version %d stays in "
-                "force): %s",
-                self._topic,
-                offset,
-                self.current.version,
-                exc,
-            )
+            self._reject(offset, str(exc))
+            return
+        except Exception as exc:  # no record may stop the follower
+            self._reject(offset, f"unexpected {exc!r}")
             return
         if config.version <= self.current.version:
             return
@@ -188,21 +230,70 @@ class ConfigFollower:
             orjson.dumps(describe(config)).decode(),
         )
 
-    async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None
+    def _reject(self, offset: int, reason: str) -> None:
+        reason = reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS] + "..."
+        self.rejected_records += 1
+        self.last_rejection = f"offset {offset}: {reason}"
+        log.error(
+            "Ignoring invalid scoring configuration at %s offset %d (version %d stays in "
+            "force): %s",
+            self._topic,
+            offset,
+            self.current.version,
+            reason,
         )
-        await consumer.start()
+
+    async def run(self, *, retry: bool = True) -> None:
+        """Follow the topic until cancelled; with ``retry``, broker errors never end it."""
+        delay = _RETRY_MIN_SECONDS
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # following outlives any broker fault
+                if not retry:
+                    raise
+                if self._following:  # it had been working: start the backoff over
+                    self._following = False
+                    delay = _RETRY_MIN_SECONDS
+                self.follow_failures += 1
+                log.warning(
+                    "Following the config topic %s failed (%r); retrying in %.1f s from offset "
+                    "%d (version %d stays in force)",
+                    self._topic,
+                    exc,
+                    delay,
+                    self._next_offset,
+                    self.current.version,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            # Records before the log start are gone: carry on from the oldest that remains.
+            auto_offset_reset="earliest",
+        )
         try:
+            await consumer.start()
             tp = TopicPartition(self._topic, 0)
             consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
+            if self._next_offset:
+                consumer.seek(tp, self._next_offset)
+            else:
+                await consumer.seek_to_beginning(tp)
+            if self._end is None:
+                self._end = (await consumer.end_offsets([tp]))[tp]
+            self._following = True
             while True:
-                if not self.ready.is_set() and await consumer.position(tp) >= end:
+                if not self.ready.is_set() and await consumer.position(tp) >= self._end:
                     self.ready.set()
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for record in batch.get(tp, []):
-                    self.apply(record.value, record.offset)
+                    self.apply(record.key, record.value, record.offset)
         finally:
             await consumer.stop()
