@@ -112,6 +112,15 @@ async def enforce_config_topic_settings(
                     f"could not change the settings of topic {topic} to "
                     f"{CONFIG_TOPIC_CONFIGS}: error code {code} ({message})"
                 )
+    # The broker applies the change a moment later: return once it is in effect.
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        effective, _ = await _describe_topic_config(admin, topic)
+        if all(effective.get(name) == wanted for name, wanted in CONFIG_TOPIC_CONFIGS.items()):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise TopicLayoutError(f"settings of topic {topic} still not in effect after 30 s")
     log.warning(
         "Config topic %s now keeps its whole history; changed %s",
         topic,
