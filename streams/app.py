@@ -18,10 +18,13 @@ from faust.types import TP
 from .api import install as install_api
 from .closing import encode_tick
 from .config_topic import ConfigFollower
+from .delivery import Delivery, DeliveryHealth, Retrying
 from .feed import SignalFeed
+from .intake import SignalIntake
 from .observability import install as install_observability
 from .pipeline import ScoringPipeline, wall_clock_ms
-from .restore import restore_partitions
+from .expiry import AgentExpiry
+from .restore import restore_verified
 from .settings import Settings
 from .statestore import StateStore
 from .topics import TopicNames
@@ -101,12 +104,16 @@ def create_app(settings: Settings) -> TrustApp:
         partitions=settings.partitions,
     )
     config = ConfigFollower(settings.kafka_bootstrap_servers, names.config, settings.scoring_config)
+    # The AIOKafkaProducer behind Faust's: the changelog and every output go through it, and each
+    # delivery is confirmed (see streams.delivery).
+    kafka_producer = lambda: app.producer._ensure_producer()  # type: ignore[attr-defined]  # noqa: E731
+    retrying = Retrying(DeliveryHealth())
     store = StateStore(
         state_dir=settings.state_dir,
         changelog_topic=names.agent_state,
-        # The AIOKafkaProducer behind Faust's: its flush is what the pipeline waits on.
-        producer=lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        producer=kafka_producer,
         cache_agents=settings.state_cache_agents,
+        delivery=retrying,
     )
     pipeline = ScoringPipeline(
         app=app,
@@ -115,7 +122,14 @@ def create_app(settings: Settings) -> TrustApp:
         windows=settings.window_policy,
         config=config.config,
         config_ready=config.ready,
-        max_message_bytes=settings.max_message_bytes,
+        intake=SignalIntake(
+            max_bytes=settings.max_message_bytes,
+            partitions=settings.partitions,
+            future_tolerance_ms=settings.window_policy.grace_ms,
+        ),
+        delivery=Delivery(kafka_producer, retrying),
+        tick_tolerance_ms=round(settings.tick_tolerance_seconds * 1000),
+        dead_letter_kept_bytes=settings.dead_letter_value_bytes,
         rewind=lambda topic, partition, offset: _rewind(app, topic, partition, offset),
     )
     # Signals are read by the feed (see streams/feed.py); Faust's stream carries only the ticks
@@ -172,6 +186,12 @@ def create_app(settings: Settings) -> TrustApp:
         for partition in owned:
             await app.producer.send(names.ticks, None, tick, partition, None, None)
 
+    expiry = AgentExpiry(pipeline, settings.agent_ttl_seconds)
+
+    @app.task
+    async def expire_idle_agents() -> None:
+        await expiry.run()
+
     last_reported: list[str] = [""]
 
     @app.timer(10.0, name="progress-report")
@@ -184,8 +204,13 @@ def create_app(settings: Settings) -> TrustApp:
     takeover: list[asyncio.Task[None] | None] = [None]
 
     async def take_over(partitions: set[int]) -> None:
-        await restore_partitions(store, settings.kafka_bootstrap_servers, partitions)
+        checks = await restore_verified(
+            store, settings.kafka_bootstrap_servers, partitions, len(names.signals)
+        )
         pipeline.forget_partitions(partitions)  # in-memory indexes are rebuilt from the state
+        for partition, check in checks.items():
+            # The check decoded every state already: its schedule spares decoding them again.
+            pipeline.schedules[partition] = check.schedule
         pipeline.mark_restored(partitions)
         await feed.own(partitions)
 

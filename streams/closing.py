@@ -60,6 +60,24 @@ def decode_tick(raw: bytes | None) -> int | None:
     return t if isinstance(t, int) and not isinstance(t, bool) else None
 
 
+def tick_refusal(tick_ms: int | None, now_ms: int, tolerance_ms: int) -> str | None:
+    """Why a tick must be ignored, or None to apply it.
+
+    A tick moves a partition's clock, and the clock decides which windows close and which signals
+    are late; so only a tick near this worker's own clock may move it. One far behind is stale (a
+    replay after a long outage: the ticks sent since carry the clock); one far ahead is forged or
+    comes from a host whose clock is wrong, and would close every open window early and make
+    on-time signals late until the wall clock caught up.
+    """
+    if tick_ms is None:
+        return 'not a tick (expected a JSON object {"t": <epoch ms>})'
+    if tick_ms > now_ms + tolerance_ms:
+        return f"its time {tick_ms} is {tick_ms - now_ms} ms ahead of this worker's clock"
+    if tick_ms < now_ms - tolerance_ms:
+        return f"its time {tick_ms} is {now_ms - tick_ms} ms behind this worker's clock"
+    return None
+
+
 @dataclass(slots=True)
 class PartitionSchedule:
     """In-memory index of one partition: which agents have which windows open.

@@ -8,16 +8,25 @@ for the dead-letter topic, keeping the original bytes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
+from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from .messages import DID_RE, MAX_DID_LENGTH, Signal, iso_utc
 from .scoring.model import DIMENSIONS
+
+#: The earliest signal time accepted: 2000-01-01T00:00:00Z. Older stamps are a producer's bug (an
+#: unset clock, seconds taken for milliseconds), and scoring them would open windows decades back.
+EARLIEST_SIGNAL_MS = 946_684_800_000
+#: How far beyond the future tolerance a stamp may be before it is refused rather than moved to
+#: the current window: a clock a few hours off is a skewed host; a day off is a broken one.
+FUTURE_REFUSAL_MS = 24 * 60 * 60 * 1000
 
 
 class AcceptedSignal(NamedTuple):
@@ -159,13 +168,94 @@ def _accept_plain_signal(
     return AcceptedSignal(did, float(number), timestamp_ms, body.get("signal_id"), source)
 
 
-def _text_or_base64(data: bytes | None) -> tuple[str | None, str | None]:
+@dataclass(slots=True)
+class SignalIntake:
+    """The checks a signal record passes besides its content: where it was written and when it
+    claims to be from. Holds a cache of each key's partition (murmur2 in Python costs about 3 us,
+    as much as the rest of accepting an ordinary signal)."""
+
+    max_bytes: int
+    partitions: int
+    #: A stamp up to this far ahead is moved to the current window (the window policy's grace).
+    future_tolerance_ms: int
+    _partition_of: dict[bytes, int] = field(default_factory=dict)
+
+    def read(
+        self,
+        dimension_index: int,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        record_timestamp_ms: int,
+        now_ms: int,
+    ) -> AcceptedSignal | Rejection:
+        signal = read_signal(dimension_index, key, value, record_timestamp_ms, self.max_bytes)
+        if isinstance(signal, Rejection):
+            return signal
+        assert key is not None  # an accepted signal's key is its DID
+        expected = self.partition_of(key)
+        if partition != expected:
+            return Rejection(
+                "wrong_partition",
+                f"written to partition {partition}, but agent {signal.agent_did!r} lives on "
+                f"partition {expected} of {self.partitions} (murmur2 of the key, the Java "
+                "client's default partitioner); producers on librdkafka must set "
+                "partitioner=murmur2_random, Sarama producers a murmur2 partitioner",
+            )
+        stamp = signal.timestamp_ms
+        if stamp < EARLIEST_SIGNAL_MS:
+            return Rejection(
+                "invalid_timestamp", f"timestamp {_shown_ms(stamp)} is before 2000-01-01"
+            )
+        if stamp > now_ms + self.future_tolerance_ms + FUTURE_REFUSAL_MS:
+            return Rejection(
+                "invalid_timestamp",
+                f"timestamp {_shown_ms(stamp)} is more than a day ahead of the worker's clock "
+                f"({iso_utc(now_ms)})",
+            )
+        return signal
+
+    def partition_of(self, key: bytes) -> int:
+        cached = self._partition_of.get(key)
+        if cached is None:
+            if len(self._partition_of) >= 200_000:
+                self._partition_of.clear()  # a flood of fresh keys must not grow it without end
+            cached = self._partition_of[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return cached
+
+
+def _shown_ms(epoch_ms: int) -> str:
+    return f"{iso_utc(epoch_ms)} ({epoch_ms} ms)"
+
+
+def _bounded(data: bytes | None, limit: int) -> dict[str, Any]:
+    """A field of the original record as a dead letter keeps it: text when it is UTF-8, base64
+    otherwise, cut to ``limit`` bytes of the original, with its size and hash so that the whole
+    can be matched to the record that was refused."""
     if data is None:
-        return None, None
+        return {"text": None, "encoding": None, "size": None, "sha256": None, "truncated": False}
+    kept = data[:limit]
     try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(data).decode("ascii"), "base64"
+        text, encoding = kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if len(kept) < len(data) and exc.start >= len(kept) - 3:
+            # Only a character cut in two at the limit: keep the whole ones before it.
+            text, encoding = kept[: exc.start].decode("utf-8"), "utf-8"
+        else:
+            text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+    return {
+        "text": text,
+        "encoding": encoding,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "truncated": len(kept) < len(data),
+    }
+
+
+#: Dead letters keep at most this much of a refused record's key and value by default: enough to
+#: see what a producer sent, small enough that a dead letter always fits in a record the broker
+#: accepts, whatever was refused (escaping and base64 make a copy up to six times larger).
+DEFAULT_KEPT_BYTES = 4096
 
 
 def dead_letter(
@@ -177,21 +267,29 @@ def dead_letter(
     record_timestamp_ms: int | None,
     rejection: Rejection,
     received_at_ms: int,
+    kept_bytes: int = DEFAULT_KEPT_BYTES,
 ) -> bytes:
-    key_text, key_encoding = _text_or_base64(key)
-    value_text, value_encoding = _text_or_base64(value)
+    kept_key = _bounded(key, min(kept_bytes, 1024))
+    kept_value = _bounded(value, kept_bytes)
     return orjson.dumps(
         {
             "topic": topic,
             "partition": partition,
             "offset": offset,
-            "key": key_text,
-            "key_encoding": key_encoding,
+            "key": kept_key["text"],
+            "key_encoding": kept_key["encoding"],
+            "key_size": kept_key["size"],
+            "key_sha256": kept_key["sha256"],
+            "key_truncated": kept_key["truncated"],
             "timestamp": None if record_timestamp_ms is None else iso_utc(record_timestamp_ms),
-            "value": value_text,
-            "value_encoding": value_encoding,
-            "error_kind": rejection.kind,
-            "error": rejection.message,
+            "value": kept_value["text"],
+            "value_encoding": kept_value["encoding"],
+            "value_size": kept_value["size"],
+            "value_sha256": kept_value["sha256"],
+            "value_truncated": kept_value["truncated"],
+            # Bounded too: a reason may quote the record (a pydantic message, a key).
+            "error_kind": rejection.kind[:64],
+            "error": rejection.message[:2048],
             "received_at": iso_utc(received_at_ms),
         }
     )

@@ -8,10 +8,11 @@ tests validate what it publishes against these models.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .scoring.model import Dimension, Tier
 
@@ -147,6 +148,33 @@ class ReinstateCommand(BaseModel):
     request_id: Annotated[str, Field(max_length=256)] | None = None
 
 
+def read_command(
+    value: bytes | None, partition: int, partition_of: Callable[[bytes], int]
+) -> ReinstateCommand | str:
+    """The command a record of the commands topic carries, or why it is not one.
+
+    A command is applied by the worker that owns its agent's partition, in order with the agent's
+    signals; one written to another partition would be applied nowhere (or, for a forged record,
+    to an agent that lives elsewhere), so it is refused.
+    """
+    if value is None:
+        return "record has no value"
+    try:
+        command = ReinstateCommand.model_validate_json(value)
+    except ValidationError as exc:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}"
+            for e in exc.errors(include_url=False)[:3]
+        )
+    expected = partition_of(command.agent_did.encode())
+    if partition != expected:
+        return (
+            f"written to partition {partition}, but agent {command.agent_did!r} lives on "
+            f"partition {expected}"
+        )
+    return command
+
+
 class ReinstatementEvent(BaseModel):
     """Audit record on the revocation topic: an operator lifted the agent's revocation."""
 
@@ -163,29 +191,55 @@ class ReinstatementEvent(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A record the worker could not apply, kept whole with the reason."""
+    """A record the worker could not apply, with the reason. Key and value are kept up to a bound
+    (so that a dead letter always fits in a record the broker accepts), with the original's size
+    and SHA-256 so the whole can be matched to the record refused."""
 
     model_config = ConfigDict(extra="forbid")
 
     topic: str
     partition: Annotated[int, Field(ge=0)]
     offset: Annotated[int, Field(ge=0)]
-    key: str | None
+    key: str | None = Field(description="The key (or its first bytes): UTF-8 text or base64")
     key_encoding: Literal["utf-8", "base64"] | None
+    key_size: Annotated[int, Field(ge=0)] | None = Field(description="Bytes in the original key")
+    key_sha256: str | None
+    key_truncated: bool
     timestamp: EpochTime | None
-    value: str | None
+    value: str | None = Field(description="The value (or its first bytes): UTF-8 text or base64")
     value_encoding: Literal["utf-8", "base64"] | None
-    error_kind: str
+    value_size: Annotated[int, Field(ge=0)] | None = Field(
+        description="Bytes in the original value"
+    )
+    value_sha256: str | None = Field(description="Hex SHA-256 of the original value")
+    value_truncated: bool = Field(description="True when only the first bytes are kept")
+    error_kind: str = Field(
+        description=(
+            "invalid_json, not_an_object, missing_field, invalid_field, dimension_mismatch, "
+            "missing_key, key_mismatch, empty_value, too_large, wrong_partition, "
+            "invalid_timestamp, invalid_command"
+        )
+    )
     error: str
     received_at: EpochTime
 
 
+#: The instants ISO 8601 (and Python's datetime) can write: years 1 to 9999.
+FIRST_FORMATTABLE_MS = -62_135_596_800_000
+LAST_FORMATTABLE_MS = 253_402_300_799_999
+
+
 def iso_utc(epoch_ms: int) -> str:
-    """Epoch ms as ISO 8601 UTC with millisecond precision and a 'Z'."""
-    return (
-        datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6]
-        + "Z"
-    )
+    """Epoch ms as ISO 8601 UTC with millisecond precision and a 'Z'.
+
+    Total: inputs are checked where they enter, but a time that cannot be written (a stored value
+    from before those checks, a forged record) is shown at the nearest end of the range rather
+    than failing the output or the request that shows it.
+    """
+    clamped = min(max(epoch_ms, FIRST_FORMATTABLE_MS), LAST_FORMATTABLE_MS)
+    seconds, millis = divmod(clamped, 1000)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds, milliseconds=millis)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def message_models() -> dict[str, type[BaseModel]]:

@@ -114,6 +114,29 @@ class PipelineCollector(Collector):
             ),
         ):
             yield CounterMetricFamily(name, documentation, value=value)
+        health = self._pipeline.delivery.retrying.health
+        yield GaugeMetricFamily(
+            "trust_outputs_blocked",
+            "1 while a delivery (an output or the changelog) is failing and being retried; "
+            "nothing after it counts as done until it succeeds",
+            value=1 if health.blocked else 0,
+        )
+        failures = CounterMetricFamily(
+            "trust_output_failures",
+            "Failed delivery attempts, by topic (each is retried until it succeeds)",
+            labels=["topic"],
+        )
+        for topic, count in sorted(health.failures.items()):
+            failures.add_metric([topic], count)
+        yield failures
+        rejected = CounterMetricFamily(
+            "trust_internal_records_rejected",
+            "Records of the internal topics ignored: stale ticks, and malformed or forged records",
+            labels=["topic", "kind"],
+        )
+        for (topic, kind), count in sorted(counters.internal_rejected.items()):
+            rejected.add_metric([topic, kind], count)
+        yield rejected
         yield GaugeMetricFamily(
             "trust_config_version",
             "Scoring configuration version in force",
@@ -173,6 +196,7 @@ def install(
                 waiting.append("restoring agent state")
             if not config.ready.is_set():
                 waiting.append("reading the scoring configuration")
+            waiting.extend(pipeline.delivery.retrying.health.describe_blocked())
             if waiting:
                 return self.json({"ready": False, "waiting_for": waiting}, status=503)
             return self.json({"ready": True, "config_version": config.current.version})

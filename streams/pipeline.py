@@ -26,17 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
-from pydantic import ValidationError
 
-from .closing import PartitionClock, PartitionSchedule, decode_tick
+from .closing import PartitionClock, PartitionSchedule, decode_tick, tick_refusal
+from .delivery import Delivery, Outgoing
 from .gaps import OffsetGuard, Rewind
-from .intake import Rejection, dead_letter, read_signal
-from .messages import ReinstateCommand
+from .intake import DEFAULT_KEPT_BYTES, Rejection, SignalIntake, dead_letter
+from .messages import read_command
 from .outputs import reinstatement_message, revocation_message, score_update_message
 from .scoring.agent import (
     AgentState,
@@ -90,10 +91,10 @@ def record_of(event: Any) -> Record:
 
 @dataclass(slots=True)
 class Outbox:
-    """Messages produced by one batch: (topic, key, value, partition)."""
+    """Messages produced by one batch: dead letters, then outputs that record agent states."""
 
-    dead_letters: list[tuple[str, bytes | None, bytes, int]] = field(default_factory=list)
-    ordered: list[tuple[str, bytes, bytes, int]] = field(default_factory=list)
+    dead_letters: list[Outgoing] = field(default_factory=list)
+    ordered: list[Outgoing] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,6 +108,9 @@ class PipelineCounters:
     ticks: int = 0
     #: How far behind the wall clock the last tick was when processed (ms).
     tick_lag_ms: int = 0
+    #: Records of the internal topics (ticks, commands) ignored, by (topic, kind): "stale" (a
+    #: tick long past) or "refused" (malformed, forged, on the wrong partition).
+    internal_rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def describe(self) -> str:
         return (
@@ -127,8 +131,11 @@ class ScoringPipeline:
         names: TopicNames,
         windows: WindowPolicy,
         config: Callable[[], ScoringConfig],
-        max_message_bytes: int,
+        intake: SignalIntake,
+        delivery: Delivery,
         rewind: Rewind,
+        tick_tolerance_ms: int = 60_000,
+        dead_letter_kept_bytes: int = DEFAULT_KEPT_BYTES,
         config_ready: asyncio.Event | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
         close_slice_seconds: float = 0.005,
@@ -141,7 +148,13 @@ class ScoringPipeline:
         self.config_ready = config_ready
         #: Called with each applied signal's latency in seconds (metrics install it).
         self.observe_latency: Callable[[float], None] | None = None
-        self.max_message_bytes = max_message_bytes
+        self.intake = intake
+        self.delivery = delivery
+        #: A tick further than this from the wall clock is ignored (forged, or a broken clock);
+        #: a partition clock is never further ahead than this either.
+        self.tick_tolerance_ms = tick_tolerance_ms
+        self.dead_letter_kept_bytes = dead_letter_kept_bytes
+        self._last_refusal_logged: dict[tuple[str, str], float] = {}
         self.now_ms = now_ms
         self.dimension_of_topic = {name: i for i, name in enumerate(names.signals)}
         self.schedules: dict[int, PartitionSchedule] = {}
@@ -199,6 +212,17 @@ class ScoringPipeline:
         clock = self.clocks.get(partition)
         if clock is None:
             clock = PartitionClock.decode(self.store.get(partition, CLOCK_KEY))
+            limit = self.now_ms() + self.tick_tolerance_ms
+            if clock.time_ms > limit:
+                # Stored before ticks were checked (or by a wall clock since set back): a clock
+                # ahead of time would make every on-time signal late until time caught up.
+                log.error(
+                    "Partition %d: stored clock %d is ahead of the wall clock; held back to %d",
+                    partition,
+                    clock.time_ms,
+                    limit,
+                )
+                clock.time_ms = limit
             self.clocks[partition] = clock
         return clock
 
@@ -222,6 +246,7 @@ class ScoringPipeline:
             # states of signals staged meanwhile do not depend on a tick's commit, and writing
             # them all on every tick would stall signals four times a second.
             await self.store.persist_entries(CLOCK_KEY)
+            await self.store.confirm()
             if holes:
                 await self.offsets.rewind_holes(holes)
         # Before returning, so that Faust commits a tick's offset once its closes are done (or,
@@ -277,10 +302,12 @@ class ScoringPipeline:
                             partition, keys[start : start + PERSIST_SLICE]
                         )
                     await asyncio.sleep(0)
+            # The positions and clocks say "everything before me is stored": only once it is.
+            await self.store.confirm()
             async with self._turn:
                 self._check_failed()
                 await self.store.write_entries(last)
-            await self.app.producer.flush()
+            await self.store.confirm()
 
     def _check_failed(self) -> None:
         if self.failed is not None:
@@ -295,7 +322,8 @@ class ScoringPipeline:
         if not outbox.ordered:
             return
         self._check_failed()
-        await self.store.persist_agents({(p, key) for _, key, _, p in outbox.ordered})
+        await self.store.persist_agents({(o.partition, o.key) for o in outbox.ordered if o.key})
+        await self.store.confirm()
 
     async def _wait_for_config(self) -> None:
         if self.config_ready is not None and not self.config_ready.is_set():
@@ -356,35 +384,11 @@ class ScoringPipeline:
     ) -> None:
         dimension = self.dimension_of_topic[message.topic]
         record_ms: int = message.timestamp
-        signal = read_signal(
-            dimension, message.key, message.value, record_ms, self.max_message_bytes
+        signal = self.intake.read(
+            dimension, message.partition, message.key, message.value, record_ms, now_ms
         )
         if isinstance(signal, Rejection):
-            self.counters.dead_letters += 1
-            log.debug(
-                "Dead letter %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                signal.message,
-            )
-            outbox.dead_letters.append(
-                (
-                    self.names.deadletter,
-                    message.key,
-                    dead_letter(
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        message.value,
-                        record_ms,
-                        signal,
-                        self.now_ms(),
-                    ),
-                    message.partition,
-                )
-            )
+            self._dead_letter(message, signal, outbox)
             return
         key: bytes = message.key
         state = states.get_or_new(key)
@@ -420,17 +424,61 @@ class ScoringPipeline:
                     signal.agent_did, key, outcome.republish, message.partition, outbox
                 )
 
-    def _on_command(self, message: Any, states: PartitionStates, outbox: Outbox) -> None:
-        try:
-            command = ReinstateCommand.model_validate_json(message.value or b"")
-        except ValidationError as exc:
-            log.error(
-                "Ignoring an invalid command at %s[%d]@%d: %s",
+    def _refuse_internal(self, message: Any, kind: str, reason: str) -> None:
+        """Count an ignored record of an internal topic, and log it (at most once per topic and
+        kind every ten seconds: a flood of forged records must not become a flood of logs)."""
+        counted = (message.topic, kind)
+        self.counters.internal_rejected[counted] += 1
+        now = time.monotonic()
+        if now - self._last_refusal_logged.get(counted, -10.0) >= 10.0:
+            self._last_refusal_logged[counted] = now
+            log.log(
+                logging.INFO if kind == "stale" else logging.ERROR,
+                "Ignoring a record at %s[%d]@%d: %s (%d %s so far)",
                 message.topic,
                 message.partition,
                 message.offset,
-                exc.errors(include_url=False)[:3],
+                reason,
+                self.counters.internal_rejected[counted],
+                kind,
             )
+
+    def _dead_letter(self, message: Any, rejection: Rejection, outbox: Outbox) -> None:
+        self.counters.dead_letters += 1
+        log.debug(
+            "Dead letter %s[%d]@%d: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejection.message,
+        )
+        # Keyed like the original when that key is short (so a producer's dead letters stay
+        # together), never with an oversized key: the dead letter must always fit.
+        key = message.key if message.key is not None and len(message.key) <= 1024 else None
+        outbox.dead_letters.append(
+            Outgoing(
+                self.names.deadletter,
+                key,
+                dead_letter(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    message.timestamp,
+                    rejection,
+                    self.now_ms(),
+                    self.dead_letter_kept_bytes,
+                ),
+                message.partition,
+            )
+        )
+
+    def _on_command(self, message: Any, states: PartitionStates, outbox: Outbox) -> None:
+        command = read_command(message.value, message.partition, self.intake.partition_of)
+        if isinstance(command, str):
+            self._refuse_internal(message, "refused", command)
+            self._dead_letter(message, Rejection("invalid_command", command), outbox)
             return
         key: bytes = command.agent_did.encode()
         state = states.get(key)
@@ -464,7 +512,7 @@ class ScoringPipeline:
             reinstatement.reason,
         )
         outbox.ordered.append(
-            (
+            Outgoing(
                 self.names.revocations,
                 key,
                 reinstatement_message(command.agent_did, reinstatement),
@@ -480,22 +528,25 @@ class ScoringPipeline:
         clock: PartitionClock,
         outbox: Outbox,
     ) -> bool:
-        tick_ms = decode_tick(message.value)
-        if tick_ms is None:
-            log.warning(
-                "Ignoring a malformed tick at %s[%d]@%d",
-                message.topic,
-                message.partition,
-                message.offset,
-            )
-            return False
         offset = message.offset
         partition = message.partition
-        self.counters.ticks += 1
-        self.counters.tick_lag_ms = self.now_ms() - tick_ms
         if offset <= clock.last_tick_offset:
+            # Applied before, and redelivered after a crash: re-publish what it closed, whatever
+            # its time (those outputs may never have reached Kafka).
             self._republish_closes(offset, partition, states, schedule, outbox)
             return False
+        tick_ms = decode_tick(message.value)
+        now_ms = self.now_ms()
+        refusal = tick_refusal(tick_ms, now_ms, self.tick_tolerance_ms)
+        if refusal is not None:
+            # Behind: stale (a backlog of ticks after a stop), harmless and expected. Otherwise
+            # malformed or ahead: forged, or a host with a broken clock.
+            stale = tick_ms is not None and tick_ms < now_ms
+            self._refuse_internal(message, "stale" if stale else "refused", refusal)
+            return False
+        assert tick_ms is not None
+        self.counters.ticks += 1
+        self.counters.tick_lag_ms = now_ms - tick_ms
         schedule.take_closed_by(offset)
         clock.last_tick_offset = offset
         clock.time_ms = max(clock.time_ms, tick_ms)
@@ -572,7 +623,7 @@ class ScoringPipeline:
         self.counters.windows_closed += len(outcome.updates)
         for update in outcome.updates:
             outbox.ordered.append(
-                (self.names.scores, key, score_update_message(agent_did, update), partition)
+                Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
             )
         if outcome.revocation is not None:
             self._queue_revocation(agent_did, key, outcome.revocation, partition, outbox)
@@ -594,12 +645,14 @@ class ScoringPipeline:
             for update in state.last_updates:
                 self.counters.updates_republished += 1
                 outbox.ordered.append(
-                    (self.names.scores, key, score_update_message(agent_did, update), partition)
+                    Outgoing(
+                        self.names.scores, key, score_update_message(agent_did, update), partition
+                    )
                 )
             if _revoked_by_close(state):
                 assert state.revocation is not None
                 outbox.ordered.append(
-                    (
+                    Outgoing(
                         self.names.revocations,
                         key,
                         revocation_message(
@@ -615,7 +668,7 @@ class ScoringPipeline:
         self.counters.revocations += 1
         log.info("Revoking %s: %s", agent_did, revocation.reason)
         outbox.ordered.append(
-            (
+            Outgoing(
                 self.names.revocations,
                 key,
                 revocation_message(agent_did, revocation, self.names.signals, self.windows.size_ms),
@@ -624,13 +677,10 @@ class ScoringPipeline:
         )
 
     async def _publish(self, outbox: Outbox) -> None:
-        producer = self.app.producer
-        for topic, key, value, partition in outbox.dead_letters:
-            await producer.send(topic, key, value, partition, None, None)
-        if outbox.ordered:
-            await producer.flush()
-            for topic, key, value, partition in outbox.ordered:
-                await producer.send(topic, key, value, partition, None, None)
+        """Publish the batch's outputs and wait until Kafka has every one: the positions and
+        tick offsets of the records behind them must not move before (see streams.delivery)."""
+        if outbox.dead_letters or outbox.ordered:
+            await self.delivery.send([*outbox.dead_letters, *outbox.ordered])
 
 
 def _revoked_by_close(state: AgentState) -> bool:

@@ -72,6 +72,24 @@ class Settings(BaseSettings):
         description="Prefetch per signal partition (signals have their own consumer).",
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    dead_letter_value_bytes: int = Field(
+        default=4096,
+        ge=0,
+        le=256 * 1024,
+        description=(
+            "Bytes of a refused record's value a dead letter keeps (with the original's size and "
+            "SHA-256, and a flag when cut): a dead letter always fits in what the broker accepts."
+        ),
+    )
+    tick_tolerance_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A tick further than this from the worker's clock is ignored, and a partition clock "
+            "is never further ahead of the wall clock than this."
+        ),
+    )
     state_flush_seconds: float = Field(
         default=2.0,
         gt=0,
@@ -89,6 +107,15 @@ class Settings(BaseSettings):
             "aiokafka's lz4 (level 9) costs ten times as much CPU."
         ),
     )
+    agent_ttl_days: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Remove an agent no signal has been applied to for this many days (by the worker's "
+            "wall clock), unless it has an open window or is revoked: deleted locally and "
+            "tombstoned on the changelog. Fractions allowed; 0 keeps every agent forever."
+        ),
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -99,6 +126,22 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("invalid scoring defaults: " + "; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _check_agent_ttl(self) -> Settings:
+        # Signal positions are stored every state_flush_seconds: an agent removed sooner than a
+        # few of those after its last signal could have that signal replayed after a crash and
+        # applied again to a fresh state.
+        if 0 < self.agent_ttl_seconds < 3 * self.state_flush_seconds:
+            raise ValueError(
+                f"agent_ttl_days is {self.agent_ttl_seconds:.1f} s: set 0 (off) or at least "
+                f"three state flush intervals ({3 * self.state_flush_seconds:.1f} s)"
+            )
+        return self
+
+    @property
+    def agent_ttl_seconds(self) -> float:
+        return self.agent_ttl_days * 86_400
 
     @property
     def default_weights(self) -> tuple[float, float, float, float, float]:

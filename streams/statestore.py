@@ -31,8 +31,10 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
+from .delivery import DeliveryHealth, Retrying
 from .scoring.agent import AgentState
 from .scoring.codec import decode_state, encode_state
+from .statefiles import StateCounters, open_or_wipe, wipe
 
 #: Keys that are not agents start with a NUL byte, which no DID can contain.
 RESERVED_PREFIX = b"\x00"
@@ -61,6 +63,7 @@ class StateStore:
         changelog_topic: str,
         producer: Callable[[], Any],
         cache_agents: int = 20_000,
+        delivery: Retrying | None = None,
     ) -> None:
         self.directory = state_dir / "agent-state"
         self.changelog_topic = changelog_topic
@@ -78,14 +81,32 @@ class StateStore:
         # Taken from the stage by a persist that writes them a slice at a time; read like the
         # stage until written.
         self._persisting: dict[int, dict[bytes, AgentState]] = {}
+        # Changelog batches sent and not yet known to be stored: (future, partition, keys).
+        self._unconfirmed: list[tuple[asyncio.Future[Any], int, list[bytes]]] = []
+        self._confirming = asyncio.Lock()
+        #: Retries and reports changelog batches the broker refused.
+        self.delivery = delivery if delivery is not None else Retrying(DeliveryHealth())
+        #: Resets, dropped entries, expired and live agents (see streams.statefiles).
+        self.counters = StateCounters()
 
     # -- databases -----------------------------------------------------------------------------
 
     def db(self, partition: int) -> Rdict:
         db = self._dbs.get(partition)
         if db is None:
-            db = self._dbs[partition] = open_partition_db(self.directory / f"partition-{partition}")
+            directory = self.directory / f"partition-{partition}"
+            db = self._dbs[partition] = open_or_wipe(directory, open_partition_db, self.counters)
         return db
+
+    def discard(self, partition: int) -> None:
+        """Close and delete a damaged database (the next :meth:`db` opens it empty, for a
+        restore from the start of the changelog) and forget what is held of it in memory."""
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+        self.forget({partition})
+        wipe(self.directory / f"partition-{partition}")
+        self.counters.local_store_resets += 1
 
     def persisted_offset(self, partition: int) -> int:
         """The last changelog offset this partition's database is known to contain (-1: none)."""
@@ -152,6 +173,20 @@ class StateStore:
         """Record a raw entry to be written after the partition's staged states (a partition's
         changelog records stay in order, so this entry proves those states are stored)."""
         self._staged_last.setdefault(partition, {})[key] = value
+
+    def is_held(self, partition: int, key: bytes) -> bool:
+        """The agent's state is staged or being written: newer than what RocksDB holds."""
+        return key in self._staged.get(partition, ()) or key in self._persisting.get(partition, ())
+
+    async def delete_agents(self, partition: int, keys: Sequence[bytes]) -> None:
+        """Delete agents (none of them held) locally and tombstone them on the changelog, in
+        order with every state sent before."""
+        batch = WriteBatch(raw_mode=True)
+        for key in keys:
+            batch.delete(key)
+            self._cache.pop((partition, key), None)
+        self.db(partition).write(batch)
+        await self._send(partition, [(key, None) for key in keys])
 
     def forget(self, partitions: set[int] | None = None) -> None:
         """Drop cached and staged states of ``partitions`` (all when None).
@@ -227,10 +262,10 @@ class StateStore:
             await self.write(partition, list(items.items()))
 
     async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Store ``items`` locally and queue them, in order, on the changelog partition.
+        """Store ``items`` locally and send them, in order, to the changelog partition.
 
-        Returns once they are queued; the producer flush of make_durable (and the one before
-        any output that depends on them) is what makes them durable.
+        Returns once they are sent; :meth:`confirm` is what waits until the changelog holds them
+        (and sends again what it refused), and nothing that depends on them may happen before.
         """
         if not items:
             return
@@ -239,21 +274,56 @@ class StateStore:
         for key, value in items:
             batch.put(key, value)
         db.write(batch)
+        await self._send(partition, items)
 
+    async def _send(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
         producer = self._producer()
-        topic = self.changelog_topic
+        db = self.db(partition)
         builder = producer.create_batch()
-        count = 0
+        keys: list[bytes] = []
         for key, value in items:
             if builder.append(key=key, value=value, timestamp=None) is None:
-                sent = await producer.send_batch(builder, topic, partition=partition)
-                _remember_offset(sent, db, count)
+                await self._sent(producer, builder, partition, db, keys)
                 builder = producer.create_batch()
-                count = 0
+                keys = []
                 builder.append(key=key, value=value, timestamp=None)
-            count += 1
-        sent = await producer.send_batch(builder, topic, partition=partition)
-        _remember_offset(sent, db, count)
+            keys.append(key)
+        await self._sent(producer, builder, partition, db, keys)
+
+    async def _sent(
+        self, producer: Any, builder: Any, partition: int, db: Rdict, keys: list[bytes]
+    ) -> None:
+        future = await producer.send_batch(builder, self.changelog_topic, partition=partition)
+        _remember_offset(future, db, len(keys))
+        self._unconfirmed.append((future, partition, keys))
+
+    async def confirm(self) -> None:
+        """Return once the changelog holds every record sent before this call.
+
+        A batch the changelog refused is sent again, with each key's current local value (never
+        an older one than a later write may already have sent), until it is stored: whatever
+        depends on these states (an output, a signal position) must wait, however long.
+        """
+        async with self._confirming:
+            entries, self._unconfirmed = self._unconfirmed, []
+            while entries:
+                results = await asyncio.gather(*(f for f, _, _ in entries), return_exceptions=True)
+                failed: dict[int, list[bytes]] = {}
+                error: BaseException | None = None
+                for (_, partition, keys), result in zip(entries, results, strict=True):
+                    if isinstance(result, asyncio.CancelledError):
+                        raise result
+                    if isinstance(result, BaseException):
+                        failed.setdefault(partition, []).extend(keys)
+                        error = result
+                if error is None:
+                    self.delivery.recovered(self.changelog_topic)
+                    return
+                await self.delivery.failed(self.changelog_topic, error)
+                for partition, keys in failed.items():
+                    db = self.db(partition)
+                    await self._send(partition, [(key, db.get(key)) for key in dict.fromkeys(keys)])
+                entries, self._unconfirmed = self._unconfirmed, []
 
 
 def _remember_offset(future: asyncio.Future[Any], db: Rdict, count: int) -> None:
@@ -291,6 +361,8 @@ class PartitionStates:
         if state is None:
             state = AgentState()
             self._loaded[key] = state
+            agents = self.store.counters.agents
+            agents[self.partition] = agents.get(self.partition, 0) + 1
         return state
 
     def mark_dirty(self, key: bytes) -> None:

@@ -1,0 +1,157 @@
+"""Sending records and knowing that Kafka has them: the worker's outputs and its changelog.
+
+Why a module of its own: a record the worker sends is a promise (a score update, a revocation, a
+dead letter, a state the changelog must hold). Progress (signal positions, tick offsets) may only
+move past the input that made the promise once Kafka has confirmed it. aiokafka reports a failed
+delivery only through the future ``send()`` returns, and ``flush()`` does not say which records
+failed, so every send here keeps its future and the caller awaits :meth:`Delivery.confirm`.
+
+A delivery that fails is retried, from the first failed record on and in the original order, until
+it succeeds: some failures fix themselves (a broker restarting), others need an operator (a topic
+deleted, a topic that refuses records of that size). Either way the worker does not crash and does
+not skip: it waits, says so once per ``log_interval`` seconds, and shows it in ``/readyz`` and
+``/metrics`` (:class:`DeliveryHealth`), and carries on by itself once the cause is gone. A record
+sent again after a partial failure may reach Kafka twice; every output is safe to repeat
+(byte-identical, deduplicated by its key fields), and a changelog record is the same state again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
+
+
+class Outgoing(NamedTuple):
+    """One record to send to an explicit partition."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int
+
+
+@dataclass(slots=True)
+class DeliveryHealth:
+    """What the worker's deliveries look like now: shared by every :class:`Delivery`, read by the
+    readiness check and the metrics."""
+
+    #: Failed deliveries, by topic (each failed attempt of each record counts once).
+    failures: Counter[str] = field(default_factory=Counter)
+    #: Topic -> (since, last error) for every topic with a delivery that has not succeeded yet.
+    blocked: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def describe_blocked(self) -> list[str]:
+        now = time.monotonic()
+        return [
+            f"delivery to {topic} failing for {now - since:.0f} s: {error}"
+            for topic, (since, error) in sorted(self.blocked.items())
+        ]
+
+
+class Retrying:
+    """What to do while a topic refuses records: count, log once per interval, wait a growing
+    while before the next try, and say when it works again."""
+
+    def __init__(
+        self,
+        health: DeliveryHealth,
+        *,
+        retry_initial: float = 0.5,
+        retry_max: float = 10.0,
+        log_interval: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.health = health
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._log_interval = log_interval
+        self._sleep = sleep
+        self._last_logged: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+
+    async def failed(self, topic: str, error: BaseException | str) -> None:
+        """Record a failed delivery to ``topic`` and wait before the next try."""
+        reason = error if isinstance(error, str) else _describe(error)
+        self.health.failures[topic] += 1
+        since = self.health.blocked.get(topic, (time.monotonic(), ""))[0]
+        self.health.blocked[topic] = (since, reason)
+        now = time.monotonic()
+        if now - self._last_logged.get(topic, -self._log_interval) >= self._log_interval:
+            self._last_logged[topic] = now
+            log.error(
+                "Delivery to %s failing (%s); retrying, and nothing after it counts as done "
+                "until it succeeds (logged once per %.0f s)",
+                topic,
+                reason,
+                self._log_interval,
+            )
+        delay = self._delay.get(topic, self._retry_initial)
+        self._delay[topic] = min(delay * 2, self._retry_max)
+        await self._sleep(delay)
+
+    def recovered(self, topic: str) -> None:
+        self._delay.pop(topic, None)
+        blocked = self.health.blocked.pop(topic, None)
+        if blocked is not None:
+            self._last_logged.pop(topic, None)
+            log.warning(
+                "Delivery to %s works again after %.1f s", topic, time.monotonic() - blocked[0]
+            )
+
+
+class Delivery:
+    """Sends records through one producer and confirms them (see the module docstring)."""
+
+    def __init__(self, producer: Callable[[], Any], retrying: Retrying) -> None:
+        #: Returns the AIOKafkaProducer to send with (created late: it binds the event loop).
+        self._producer = producer
+        self.retrying = retrying
+
+    async def send(self, records: Sequence[Outgoing]) -> None:
+        """Send ``records`` in order and return once Kafka has confirmed every one."""
+        pending = list(records)
+        while pending:
+            failed_at, error = await self._attempt(pending)
+            if failed_at is None:
+                for topic in {r.topic for r in pending}:
+                    self.retrying.recovered(topic)
+                return
+            # Records before the first failure are stored; the rest go again, in order.
+            pending = pending[failed_at:]
+            await self.retrying.failed(pending[0].topic, error)
+
+    async def _attempt(self, records: Sequence[Outgoing]) -> tuple[int | None, str]:
+        """Send every record, wait for all; the index of the first that failed, and why."""
+        producer = self._producer()
+        futures: list[asyncio.Future[Any]] = []
+        refused: tuple[int | None, str] = (None, "")
+        for index, record in enumerate(records):
+            try:
+                future = await producer.send(
+                    record.topic, record.value, key=record.key, partition=record.partition
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused before sending: too large, no metadata, closed
+                refused = (index, _describe(exc))
+                break
+            futures.append(future)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for index, result in enumerate(results):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                return index, _describe(result)
+        return refused
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
