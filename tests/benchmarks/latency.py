@@ -257,8 +257,10 @@ class Arrivals:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    bootstrap: str, prefix: str, workdir: Path, name: str
+    bootstrap: str, prefix: str, workdir: Path, name: str, **extra: str
 ) -> AsyncIterator[WorkerProcess]:
+    """One worker with the real configuration, plus ``extra`` settings (TRUST_* by their
+    lower-case names), ready before it is yielded and stopped after."""
     settings = Settings(
         kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS
     )
@@ -272,6 +274,7 @@ async def running_worker(
         grace_seconds=f"{GRACE_SECONDS:g}",
         tick_interval_seconds=f"{TICK_INTERVAL_SECONDS:g}",
         revocation_threshold=str(REVOCATION_THRESHOLD),
+        **extra,
     )
     worker = WorkerProcess(env=env, log_path=workdir / f"{name}.log").start()
     try:
