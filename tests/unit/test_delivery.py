@@ -1,0 +1,223 @@
+"""Confirmed delivery: outputs and changelog records are retried until Kafka has them, in order,
+never skipped and never fatal; the health the readiness check and metrics show follows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+from streams.delivery import Delivery, DeliveryHealth, Outgoing, Retrying
+from streams.statestore import StateStore
+
+
+class Metadata:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class FakeProducer:
+    """Stores what it is sent; refuses records while a topic is in ``refusing`` (like a broker
+    that rejects them), or at send time while ``refuse_at_send`` is set (like aiokafka's size
+    check)."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, bytes | None, bytes | None, int]] = []
+        self.refusing: dict[str, BaseException] = {}
+        self.refuse_at_send: BaseException | None = None
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def _future(
+        self, topic: str, partition: int, rows: list[tuple[Any, Any]]
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        error = self.refusing.get(topic)
+        if error is not None:
+            future.set_exception(error)
+            return future
+        first = self.offsets.get((topic, partition), 0)
+        for key, value in rows:
+            self.stored.append((topic, key, value, partition))
+        self.offsets[(topic, partition)] = first + len(rows)
+        future.set_result(Metadata(first))
+        return future
+
+    async def send(
+        self, topic: str, value: bytes | None, *, key: bytes | None, partition: int
+    ) -> asyncio.Future[Any]:
+        if self.refuse_at_send is not None:
+            raise self.refuse_at_send
+        return self._future(topic, partition, [(key, value)])
+
+    # The batch interface the state store uses.
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        return self._future(topic, partition, batch.rows)
+
+
+class FakeBatch:
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, Any]] = []
+
+    def append(self, *, key: Any, value: Any, timestamp: Any) -> object:
+        self.rows.append((key, value))
+        return object()
+
+
+class Sleeps:
+    """Records the waits between tries, and fixes the cause after a number of them."""
+
+    def __init__(self, producer: FakeProducer, fix_after: int) -> None:
+        self.producer = producer
+        self.fix_after = fix_after
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        if len(self.delays) >= self.fix_after:
+            self.producer.refusing.clear()
+            self.producer.refuse_at_send = None
+
+
+def outgoing(topic: str, n: int) -> list[Outgoing]:
+    return [Outgoing(topic, f"k{i}".encode(), f"v{i}".encode(), 0) for i in range(n)]
+
+
+async def test_delivered_records_return_at_once_and_leave_health_clear() -> None:
+    producer = FakeProducer()
+    health = DeliveryHealth()
+    sleeps = Sleeps(producer, fix_after=1)
+    delivery = Delivery(lambda: producer, Retrying(health, sleep=sleeps))
+    await delivery.send(outgoing("scores", 3))
+    assert [r[2] for r in producer.stored] == [b"v0", b"v1", b"v2"]
+    assert sleeps.delays == []
+    assert health.blocked == {} and not health.failures
+
+
+async def test_a_refused_topic_is_retried_with_growing_waits_until_it_accepts() -> None:
+    producer = FakeProducer()
+    producer.refusing["deadletter"] = MessageSizeTooLargeError("record too large")
+    health = DeliveryHealth()
+    seen_blocked: list[list[str]] = []
+
+    async def sleep(seconds: float) -> None:
+        seen_blocked.append(health.describe_blocked())
+        await sleeps(seconds)
+
+    sleeps = Sleeps(producer, fix_after=4)
+    delivery = Delivery(
+        lambda: producer, Retrying(health, retry_initial=0.5, retry_max=2.0, sleep=sleep)
+    )
+    await delivery.send([*outgoing("deadletter", 2), *outgoing("scores", 1)])
+    assert sleeps.delays == [0.5, 1.0, 2.0, 2.0]
+    assert health.failures["deadletter"] == 4
+    assert all("deadletter" in text[0] and "too large" in text[0] for text in seen_blocked)
+    # Cleared once it works; the refused records stored once, in order. The score after them
+    # reached Kafka on every try (byte-identical repeats), and once more after them.
+    assert health.blocked == {}
+    stored = [(t, v) for t, _, v, _ in producer.stored]
+    assert [r for r in stored if r[0] == "deadletter"] == [
+        ("deadletter", b"v0"),
+        ("deadletter", b"v1"),
+    ]
+    assert stored[-3:] == [("deadletter", b"v0"), ("deadletter", b"v1"), ("scores", b"v0")]
+    assert set(stored[:-3]) == {("scores", b"v0")}
+
+
+async def test_records_after_the_first_failure_go_again_in_order() -> None:
+    producer = FakeProducer()
+    producer.refusing["revocations"] = KafkaTimeoutError()
+    health = DeliveryHealth()
+    delivery = Delivery(lambda: producer, Retrying(health, sleep=Sleeps(producer, fix_after=1)))
+    records = [*outgoing("scores", 1), *outgoing("revocations", 1), *outgoing("scores", 1)]
+    await delivery.send(records)
+    # The score before the failure once; the revocation and the score after it again: the
+    # score after it reached Kafka twice (a byte-identical repeat), never out of order.
+    assert [t for t, *_ in producer.stored] == ["scores", "scores", "revocations", "scores"]
+
+
+async def test_a_record_refused_at_send_time_is_retried_too() -> None:
+    producer = FakeProducer()
+    producer.refuse_at_send = MessageSizeTooLargeError("over max_request_size")
+    health = DeliveryHealth()
+    sleeps = Sleeps(producer, fix_after=2)
+    delivery = Delivery(lambda: producer, Retrying(health, sleep=sleeps))
+    await delivery.send(outgoing("scores", 2))
+    assert len(sleeps.delays) == 2
+    assert [v for *_, v, _ in producer.stored] == [b"v0", b"v1"]
+
+
+async def test_cancelling_a_blocked_delivery_stops_it_without_storing_anything() -> None:
+    producer = FakeProducer()
+    producer.refusing["scores"] = KafkaTimeoutError()
+    health = DeliveryHealth()
+    delivery = Delivery(lambda: producer, Retrying(health, retry_initial=0.01))
+    task = asyncio.ensure_future(delivery.send(outgoing("scores", 1)))
+    await asyncio.sleep(0.1)
+    assert not task.done() and health.blocked
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert producer.stored == []
+
+
+async def test_the_store_sends_refused_changelog_batches_again_with_current_values(
+    tmp_path: Path,
+) -> None:
+    producer = FakeProducer()
+    producer.refusing["changelog"] = KafkaTimeoutError()
+    health = DeliveryHealth()
+    sleeps = Sleeps(producer, fix_after=2)
+    store = StateStore(
+        state_dir=tmp_path,
+        changelog_topic="changelog",
+        producer=lambda: producer,
+        delivery=Retrying(health, sleep=sleeps),
+    )
+    await store.write(0, [(b"did:a:1", b"first"), (b"did:a:2", b"x")])
+    # Written again before the first write was confirmed: the resend must carry this value.
+    await store.write(0, [(b"did:a:1", b"second")])
+    await store.confirm()
+    assert len(sleeps.delays) == 2 and health.failures["changelog"] == 2
+    assert health.blocked == {}
+    stored = {key: value for _, key, value, _ in producer.stored}
+    assert stored == {b"did:a:1": b"second", b"did:a:2": b"x"}
+    # Nothing left to confirm: a second confirm returns without sending anything.
+    before = len(producer.stored)
+    await store.confirm()
+    assert len(producer.stored) == before
+
+
+async def test_confirm_waits_for_writes_another_confirm_took(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    producer.refusing["changelog"] = KafkaTimeoutError()
+    health = DeliveryHealth()
+    release = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await release.wait()
+        producer.refusing.clear()
+
+    store = StateStore(
+        state_dir=tmp_path,
+        changelog_topic="changelog",
+        producer=lambda: producer,
+        delivery=Retrying(health, sleep=sleep),
+    )
+    await store.write(0, [(b"did:a:1", b"v")])
+    first = asyncio.ensure_future(store.confirm())
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(store.confirm())
+    await asyncio.sleep(0.01)
+    # The second caller's records were taken by the first confirm: it must not return early.
+    assert not first.done() and not second.done()
+    release.set()
+    await asyncio.gather(first, second)
+    assert [key for _, key, _, _ in producer.stored] == [b"did:a:1"]
