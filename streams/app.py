@@ -19,11 +19,11 @@ from .api import install as install_api
 from .closing import encode_tick
 from .config_topic import ConfigFollower
 from .delivery import Delivery, DeliveryHealth, Retrying
+from .expiry import AgentExpiry
 from .feed import SignalFeed
 from .intake import SignalIntake
 from .observability import install as install_observability
 from .pipeline import ScoringPipeline, wall_clock_ms
-from .expiry import AgentExpiry
 from .restore import restore_verified
 from .settings import Settings
 from .statestore import StateStore

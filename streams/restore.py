@@ -5,6 +5,11 @@ one its database last stored (from the start, for an empty database) to the end 
 the restore began, and writes the records to RocksDB in large write batches, with the persisted
 offset in the same batch. A plain aiokafka consumer reads a few hundred thousand records per
 second here; that, not per-record bookkeeping, is what bounds a restore.
+
+Local state is only a cache of the changelog, so damage to it is repaired rather than fatal
+(:func:`restore_verified`): a database that cannot be opened or read, or that holds an entry that
+does not decode, is deleted and restored from the start of the changelog. An entry that still
+does not decode after that came from the changelog itself; it is deleted locally and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import WriteBatch
 
+from .statecheck import PartitionCheck, check_partition, drop_damaged, offset_problem
 from .statestore import PERSISTED_OFFSET_KEY, StateStore
 
 log = logging.getLogger(__name__)
@@ -102,3 +108,50 @@ async def restore_partitions(
         return report
     finally:
         await consumer.stop()
+
+
+async def restore_verified(
+    store: StateStore, bootstrap_servers: str, partitions: Iterable[int], signal_topics: int
+) -> dict[int, PartitionCheck]:
+    """Restore ``partitions`` and check every entry of each; a damaged one is deleted, restored
+    from the start of the changelog and checked again (once: what is still undecodable then is
+    dropped, never restored again in a loop). Returns each partition's check (its agent count
+    and window schedule); the store's agent counts are set from them."""
+    wanted = sorted(set(partitions))
+    for partition in wanted:
+        # The restore itself reads the persisted offset: a damaged one means a damaged database.
+        problem = _unreadable_offset(store, partition)
+        if problem is not None:
+            _reset(store, partition, problem)
+    await restore_partitions(store, bootstrap_servers, wanted)
+    checks = {p: await check_partition(store, p, signal_topics, collect=False) for p in wanted}
+    damaged = [p for p, check in checks.items() if check.damaged]
+    if damaged:
+        for partition in damaged:
+            _reset(store, partition, checks[partition].describe())
+        await restore_partitions(store, bootstrap_servers, damaged)
+        for partition in damaged:
+            check = checks[partition] = await check_partition(store, partition, signal_topics)
+            if check.damaged:
+                drop_damaged(store, check)
+    for partition, check in checks.items():
+        store.counters.agents[partition] = check.agents
+    return checks
+
+
+def _unreadable_offset(store: StateStore, partition: int) -> str | None:
+    try:
+        raw = store.get(partition, PERSISTED_OFFSET_KEY)
+    except Exception as exc:  # a read of a corrupt file
+        return f"database cannot be read: {exc}"
+    return None if raw is None else offset_problem(raw)
+
+
+def _reset(store: StateStore, partition: int, why: str) -> None:
+    log.error(
+        "Partition %d: local state is damaged (%s): deleting it and restoring it from the "
+        "changelog",
+        partition,
+        why,
+    )
+    store.discard(partition)

@@ -1,0 +1,157 @@
+"""Damaged local state heals itself: the worker deletes the partition's database and restores it
+from the changelog instead of crash-looping, and scores continue exactly (judged by the oracle).
+A record the changelog itself holds undecodable is dropped once, never looped on."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from rocksdict import Options, Rdict
+
+from tests.oracle import DIMENSIONS, OracleAgent
+from tests.support.kafka_io import consume, produce
+from tests.support.signals import Fleet, dedupe_updates, latest_update_per_agent
+from tests.support.worker import WorkerProcess
+
+SETTINGS = {"window_seconds": "2", "grace_seconds": "1", "partitions": "3"}
+CLOCK_KEY = b"\x00partition-clock"
+
+
+def _signals(fleet: Fleet, rng: random.Random, agents: list[str], count: int) -> list:  # type: ignore[type-arg]
+    """Mostly good behaviour; every seventh agent sends zeros (and is revoked)."""
+    records = []
+    for _ in range(count):
+        i = rng.randrange(len(agents))
+        if i % 7 == 0:
+            dimension, value = "security_posture", 0.0
+        else:
+            dimension, value = rng.choice(DIMENSIONS), rng.choice((1.0, 0.9, rng.uniform(0.4, 1)))
+        records.append(fleet.record(agents[i], dimension, value))
+    return records
+
+
+async def _scores_match_the_oracle(bootstrap: str, prefix: str, fleet: Fleet) -> None:
+    """Every signal sent so far (to the agents in ``fleet``) is accounted for once in the updates,
+    and each agent's latest update is what the oracle computes from everything it was sent."""
+    expected = {did: fleet.signal_count(did) for did in fleet.sent}
+
+    def accounted(records: list) -> bool:  # type: ignore[type-arg]
+        counted: dict[str, int] = defaultdict(int)
+        for update in dedupe_updates([r.json() for r in records]).values():
+            counted[update["agent_did"]] += update["signals_in_window"] + update["late_signals"]
+        return {did: counted.get(did, 0) for did in expected} == expected
+
+    records = await consume(
+        bootstrap,
+        [f"{prefix}trust.scores"],
+        until=accounted,
+        timeout=120,
+        what="updates accounting for every signal exactly once",
+    )
+    latest = latest_update_per_agent(list(dedupe_updates([r.json() for r in records]).values()))
+    for did, sent in fleet.sent.items():
+        oracle = OracleAgent.replay(sent)
+        final = latest[did]
+        assert final["total_score"] == oracle.total_score, did
+        assert final["revoked"] is oracle.revoked, did
+        for d in DIMENSIONS:
+            assert final["dimensions"][d]["signal_count"] == oracle.lifetime_counts[d], (did, d)
+            assert final["dimensions"][d]["score"] == oracle.dimension_scores()[d], (did, d)
+
+
+def _partition_with_agents(state_dir: Path, skip: Path | None = None) -> tuple[Path, bytes]:
+    """A partition directory holding agents, and one of its agent keys (opened as the store
+    opens it: raw mode)."""
+    for directory in sorted((state_dir / "agent-state").glob("partition-*")):
+        if directory == skip:
+            continue
+        db = Rdict(str(directory), options=Options(raw_mode=True))
+        try:
+            # keys(): iterating a raw-mode Rdict itself fails
+            agents = [key for key in db.keys() if not key.startswith(b"\x00")]  # noqa: SIM118
+        finally:
+            db.close()
+        if agents:
+            return directory, agents[0]
+    raise AssertionError("no partition database holds an agent")
+
+
+async def test_corrupt_entries_and_a_garbage_database_are_restored_from_the_changelog(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str, tmp_path: Path
+) -> None:
+    rng = random.Random(2024)
+    worker: WorkerProcess = spawn_worker(**SETTINGS)
+    worker.wait_until_ready(timeout=120)
+    fleet = Fleet(topic_prefix)
+    agents = [f"did:mesh:damaged-{i:03d}" for i in range(90)]
+    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 900))
+    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
+    assert worker.terminate() == 0
+    state_dir = tmp_path / "state-w1"
+
+    # (a) An agent's state and the partition clock no longer decode.
+    damaged, agent = _partition_with_agents(state_dir)
+    db = Rdict(str(damaged), options=Options(raw_mode=True))
+    db[agent] = b"\x00\xffnot a state"
+    db[CLOCK_KEY] = b"{garbage"
+    db.close()
+    worker.start()
+    worker.wait_until_ready(timeout=120)
+    worker.wait_for_log(f"Partition {damaged.name.split('-')[1]}: local state is damaged")
+    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 900))
+    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
+    assert worker.terminate() == 0
+
+    # (b) A partition's directory replaced by garbage files.
+    replaced, _ = _partition_with_agents(state_dir, skip=damaged)
+    shutil.rmtree(replaced)
+    replaced.mkdir()
+    for name in ("CURRENT", "MANIFEST-000004", "000009.sst", "OPTIONS-000007", "LOCK"):
+        (replaced / name).write_bytes(os.urandom(8192))
+    worker.start()
+    worker.wait_until_ready(timeout=120)
+    worker.wait_for_log(f"Local state in {replaced} cannot be opened")
+    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 900))
+    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
+
+    assert worker.running()
+    assert "Traceback" not in worker.log
+
+
+async def test_an_undecodable_changelog_record_is_dropped_once_and_never_looped_on(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    rng = random.Random(77)
+    worker: WorkerProcess = spawn_worker(**SETTINGS)
+    worker.wait_until_ready(timeout=120)
+    fleet = Fleet(topic_prefix)
+    agents = [f"did:mesh:forged-{i:03d}" for i in range(30)]
+    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 300))
+    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
+    assert worker.terminate() == 0
+
+    # A record nobody could decode, forged onto the changelog under a known agent's key.
+    victim = agents[1]
+    placed = await produce(
+        kafka_bootstrap, [(f"{topic_prefix}trust.internal.agent-state", victim.encode(), b"{")]
+    )
+    worker.start()
+    worker.wait_until_ready(timeout=120)
+    worker.wait_for_log(f"Partition {placed[0][1]}: the changelog holds an undecodable entry")
+    # The forged record wiped the agent's state: it starts afresh, and the others go on exactly.
+    fleet.sent.pop(victim)
+    await produce(kafka_bootstrap, _signals(fleet, rng, [a for a in agents if a != victim], 300))
+    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
+
+    # Restarted with the same local state: the record is behind the persisted offset now.
+    assert worker.terminate() == 0
+    worker.start()
+    worker.wait_until_ready(timeout=120)
+    assert "undecodable" not in worker.log_since_start()
+    assert "local state is damaged" not in worker.log_since_start()
+    assert worker.running()
+    assert "Traceback" not in worker.log
