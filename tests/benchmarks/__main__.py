@@ -1,8 +1,11 @@
 """Runs every benchmark scenario, then builds the report.
 
-    python -m tests.benchmarks [--quick] [--only throughput,latency,...] [--out-dir DIR]
+    python -m tests.benchmarks [SCENARIO ...] [--quick] [--only throughput,latency,...]
+        [--out-dir DIR]
 
-Scenarios run in a fixed order, throughput first: latency reads the load it applies from
+With no scenario named, every scenario but the long ones (the half-hour soak and the fresh-DID
+flood) runs; those run only when named: ``python -m tests.benchmarks soak flood``. Scenarios run
+in a fixed order, throughput first: latency and the soak read the load they apply from
 throughput's result. Each runs as its own process, so one that crashes (or hangs the event loop,
 or leaks a worker) cannot take the others down; the run goes on, and exits non-zero at the end
 naming the ones that failed. A scenario whose module does not exist yet is skipped and said so.
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.benchmarks.report import ORDER
+from tests.benchmarks.report import ON_REQUEST, ORDER
 from tests.benchmarks.results import RESULTS_DIR
 
 PACKAGE = "tests.benchmarks"
@@ -44,10 +47,12 @@ def _elapsed(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
-def _selected(only: str | None) -> list[str]:
-    if only is None:
-        return list(ORDER)
-    wanted = {name.strip() for name in only.split(",") if name.strip()}
+def _selected(only: str | None, named: Sequence[str] = ()) -> list[str]:
+    """The scenarios to run: those named (positionally or by --only), else all but the long."""
+    wanted = {name.strip() for name in (only or "").split(",") if name.strip()}
+    wanted |= {name.strip() for name in named if name.strip()}
+    if not wanted:
+        return [name for name in ORDER if name not in ON_REQUEST]
     unknown = sorted(wanted - set(ORDER))
     if unknown:
         raise ValueError(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(ORDER)}")
@@ -144,12 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m {PACKAGE}", description=__doc__.split("\n")[0]
     )
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"scenarios to run (default: all but {', '.join(ON_REQUEST)}); of: {', '.join(ORDER)}",
+    )
     parser.add_argument("--quick", action="store_true", help="small runs, for a smoke test")
     parser.add_argument("--only", help=f"comma-separated subset of: {','.join(ORDER)}")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
     args = parser.parse_args(argv)
     try:
-        scenarios = _selected(args.only)
+        scenarios = _selected(args.only, args.scenarios)
     except ValueError as exc:
         parser.error(str(exc))
     # Absolute, because the scenarios run from the repository root, not from here.

@@ -82,7 +82,51 @@ EXPLANATIONS: dict[str, str] = {
         "memray) of a loaded worker; fragmentation of the allocator's arenas by a million "
         "short-lived states is the suspect."
     ),
+    "soak_rss_growth": (
+        "Memory kept growing while the live set did not: from the middle to the last third of "
+        "the soak the mean RSS went from {soak_rss_middle_mib} to {soak_rss_last_mib}, while "
+        "cohorts of agents were expired by the TTL ({soak_agents_expired} in all) as fast as "
+        "new ones came. Growth that is not live state is either something expiry leaves behind "
+        "per agent (window schedule entries, cached states, per-agent bookkeeping) or freed "
+        "memory the allocator does not hand back, the suspect of the state scenario's RSS miss "
+        "too. The fresh-DID flood bounds the first: a never-seen agent costs "
+        "{flood_rss_bytes_per_agent} of RSS ({flood_rss_marginal_bytes_per_agent} past the "
+        "state cache). The next step is an allocation profile (tracemalloc or memray) of a "
+        "worker across one TTL, comparing what is allocated per agent created and freed per "
+        "agent expired."
+    ),
 }
+
+#: The reading of the memory scenarios: each line is shown when its scenario was run.
+MEMORY_LINES = {
+    "soak": (
+        "- Soak ({soak_minutes} min at {soak_rate_signals_per_s}, idle-agent TTL "
+        "{soak_ttl_minutes} min): mean RSS {soak_rss_middle_mib} in the middle third of the "
+        "run and {soak_rss_last_mib} in the last ({soak_rss_growth} of the middle third's); "
+        "the consumer lag peaked at {soak_lag_max}; revocation latency p99 over the run "
+        "{soak_revocation_p99_ms}; agents expired by the TTL: {soak_agents_expired}."
+    ),
+    "flood": (
+        "- Fresh-DID flood ({flood_dids}, each with a DID never seen before; state cache "
+        "{flood_state_cache_agents}): each costs {flood_rss_bytes_per_agent} of RSS once its "
+        "window has closed ({flood_rss_marginal_bytes_per_agent} past the cache, while "
+        "applying) and {flood_rocksdb_bytes_per_agent} in RocksDB."
+    ),
+}
+
+
+def memory_over_time(results: dict[str, dict[str, Any]], values: dict[str, str]) -> list[str]:
+    """What the soak and the flood say about memory, from their figures; nothing when neither
+    was run."""
+    filled = dict(values)
+    soak = results.get("soak")
+    if soak is not None:
+        parameters = soak.get("parameters", {})
+        for key in ("minutes", "ttl_minutes"):
+            value = parameters.get(key)
+            filled[f"soak_{key}"] = f"{value:.3g}" if isinstance(value, int | float) else "n/a"
+    lines = [_Filler(filled).format(text) for name, text in MEMORY_LINES.items() if name in results]
+    return ["Memory over time:", "", *lines] if lines else []
 
 
 def _explanation_for(key: str) -> str | None:
@@ -188,6 +232,9 @@ def render(results: dict[str, dict[str, Any]], fmt: Formatter) -> list[str]:
     lines = ["## Where the time goes, and the targets missed", ""]
     lines += where_time_goes(results.get("profile"))
     lines.append("")
+    memory = memory_over_time(results, values)
+    if memory:
+        lines += [*memory, ""]
     if not missed:
         lines.append("Every target is met.")
         return lines

@@ -48,13 +48,17 @@ from tests.benchmarks import analysis
 from tests.benchmarks.results import RESULTS_DIR, Target
 
 #: The scenarios the benchmark suite runs, in the order the page presents them.
-ORDER = ("throughput", "latency", "state", "scaleout", "profile")
+ORDER = ("throughput", "latency", "state", "scaleout", "profile", "soak", "flood")
+#: Scenarios that take long (a half-hour soak): run only when named, never by default.
+ON_REQUEST = ("soak", "flood")
 NAMES = {
     "throughput": "Throughput",
     "latency": "Latency",
     "state": "State",
     "scaleout": "Scale-out",
     "profile": "Profile",
+    "soak": "Soak",
+    "flood": "Fresh-DID flood",
 }
 DEFAULT_OUT = Path("docs/benchmarks.md")
 MET = "met ✅"
@@ -584,11 +588,10 @@ def _section(
 ) -> list[str]:
     name = scenario_name(scenario)
     if result is None:
-        return [
-            f"## {name}",
-            "",
-            f"Not run: there is no `{scenario}.json` in `{_link(results_dir, page)}/`.",
-        ]
+        missing = f"Not run: there is no `{scenario}.json` in `{_link(results_dir, page)}/`."
+        if scenario in ON_REQUEST:
+            missing += f" It runs only when named: `python -m tests.benchmarks {scenario}`."
+        return [f"## {name}", "", missing]
     heading = name if result.title in ("", name) else f"{name}: {result.title}"
     lines = [f"## {heading}", ""]
     where = f"Result file [`{result.path.name}`]({_link(result.path, page)})"
@@ -653,6 +656,10 @@ def render(collection: Collection, plots: dict[str, list[Plot]], page: Path, res
         "`python -m tests.benchmarks --quick` makes a small smoke run, "
         "`--only throughput,latency` runs a subset, and `python -m tests.benchmarks.report` "
         "rebuilds this page from the existing results without running anything.",
+        "",
+        "The soak (half an hour at half the throughput scenario's rate, with the idle-agent "
+        "TTL on) and the fresh-DID flood take long, so `make bench` leaves them out: "
+        f"`python -m tests.benchmarks {' '.join(ON_REQUEST)}` runs them and rebuilds this page.",
         "",
         *_machines(collection, order),
         "",

@@ -1,0 +1,419 @@
+"""Soak: one worker under steady load for half an hour with the idle-agent TTL on, sampled every
+ten seconds for memory, consumer lag, revocation latency and live agents.
+
+    python -m tests.benchmarks.soak [--minutes M] [--agents N] [--max-rate R | --rate R]
+        [--load-percent P] [--ttl-minutes T] [--sample-seconds S] [--quick] [--out-dir DIR]
+
+One real worker (a subprocess configured by environment, as it is deployed) on fresh topics of a
+real broker (KAFKA_BOOTSTRAP_SERVERS, else the local one), with TRUST_AGENT_TTL_DAYS set to T
+minutes (default: a third of the run). A process of its own sends ordinary signals at a steady
+rate: P % (50) of the worker's sustained rate (the throughput benchmark's 10k-agent figure in
+<out-dir>/throughput.json, or --max-rate), or --rate signals/s.
+
+Who gets signals when (``soakfigures.Population``): half of the N agents (100,000) are resident
+and get signals all run long; the other half is split into cohorts of one TTL each, active one
+after the other and idle for good afterwards, so the TTL expires a cohort while the next ones are
+loaded. From the end of the first third on, the live set (resident agents, the active cohort and
+the idle one not yet expired) keeps one size: memory that still grows is not state.
+
+Revocation latency is measured as the latency benchmark measures it, with its helpers: probe
+agents primed ten seconds ahead, one critical signal every PROBE_INTERVAL_S, latency from just
+before the signal is produced until its revocation arrives here.
+
+Every S seconds (10): the worker's RSS (/proc/<pid>/status VmRSS), its consumer lag (the
+``trust_consumer_lag`` gauge summed), live agents (``trust_live_agents``) and
+agents expired (``trust_agents_expired``) when the worker exposes them. Figures: flatness (mean
+RSS of the last third of the run against the middle third: within 10 % is flat), the largest lag,
+and revocation latency over the whole run; series of RSS, lag, revocation p99 and live agents
+over time. Writes <out-dir>/soak.json (see tests/benchmarks/results.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+from streams.settings import Settings
+from streams.topics import TopicNames
+from tests.benchmarks import state
+from tests.benchmarks.latency import (
+    BACKGROUND_VALUES,
+    GRACE_SECONDS,
+    PACE_S,
+    PRIMING_VALUE,
+    PROBE_DIMENSION,
+    PROBE_INTERVAL_S,
+    REVOCATION_WAIT_S,
+    WINDOW_SECONDS,
+    Arrivals,
+    Background,
+    BenchmarkFailure,
+    Probe,
+    _send_batch,
+    probe_scores,
+    read_max_rate,
+    running_worker,
+    send_probes,
+    signal_bytes,
+    wait_until_applied,
+)
+from tests.benchmarks.results import RESULTS_DIR
+from tests.benchmarks.soakfigures import (
+    DRAIN_WAIT_S,
+    EXPIRED_METRICS,
+    LIVE_METRIC,
+    MINUTES_PER_DAY,
+    Measured,
+    Population,
+    Sample,
+    build_result,
+    classify,
+)
+from tests.support.broker import provide_broker
+from tests.support.kafka_io import producer as make_producer
+from tests.support.kafka_io import unique_name
+from tests.support.worker import WorkerProcess
+
+DEFAULT_MINUTES = 30.0
+DEFAULT_AGENTS = 100_000
+LOAD_PERCENT = 50.0
+SAMPLE_S = 10.0
+QUICK = {"minutes": 1.0, "agents": 5_000, "sample_seconds": 5.0}
+#: The load process starts sending at an agreed wall-clock moment this far ahead, so both
+#: processes count the run from the same instant whatever spawning the process costs.
+START_MARGIN_S = 8.0
+STATE_CACHE_AGENTS = int(Settings.model_fields["state_cache_agents"].default)
+
+
+# -- the load ----------------------------------------------------------------------------------
+
+
+async def paced_population(
+    producer: AIOKafkaProducer,
+    topics: Sequence[str],
+    population: Population,
+    rate: float,
+    duration: float,
+    rng: random.Random,
+) -> Background:
+    """The latency benchmark's paced background, with the agents chosen by ``population`` at
+    each moment: ``rate`` signals a second, sent as record batches per topic-partition."""
+    result = Background()
+    total = round(rate * duration)
+    dids = [population.did(i) for i in range(population.agents)]
+    keys = [did.encode() for did in dids]
+    hashes = [int(murmur2(key) & 0x7FFFFFFF) for key in keys]
+    partitions = {topic: len(await producer.partitions_for(topic)) for topic in topics}
+    started = time.perf_counter()
+    while result.sent < total:
+        elapsed = time.perf_counter() - started
+        due = min(total, int(elapsed * rate) + 1)
+        builders: dict[tuple[str, int], Any] = {}
+        while result.sent < due:
+            i = population.pick(rng, elapsed)
+            topic = topics[rng.randrange(len(topics))]
+            tp = (topic, hashes[i] % partitions[topic])
+            builder = builders.get(tp)
+            if builder is None:
+                builder = builders[tp] = producer.create_batch()
+            value = signal_bytes(dids[i], rng.choice(BACKGROUND_VALUES))
+            if builder.append(key=keys[i], value=value, timestamp=None) is None:
+                await _send_batch(producer, builder, tp, result)
+                builder = builders[tp] = producer.create_batch()
+                builder.append(key=keys[i], value=value, timestamp=None)
+            result.sent += 1
+        for tp, builder in builders.items():
+            await _send_batch(producer, builder, tp, result)
+        await asyncio.sleep(PACE_S)
+    result.seconds = time.perf_counter() - started
+    await producer.flush()
+    if result.failed:
+        raise BenchmarkFailure(
+            f"{len(result.failed)} background batches were not acknowledged: {result.failed[0]!r}"
+        )
+    return result
+
+
+def load_in_own_process(
+    bootstrap: str,
+    topics: Sequence[str],
+    population: Population,
+    rate: float,
+    duration: float,
+    seed: int,
+    start_at: float,
+) -> tuple[int, int, float]:
+    """:func:`paced_population` in a process of its own (a busy load generator in the measuring
+    process would be measured as the worker's latency), from wall-clock time ``start_at``."""
+
+    async def send() -> Background:
+        producer = make_producer(bootstrap)
+        await producer.start()
+        try:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            return await paced_population(
+                producer, topics, population, rate, duration, random.Random(seed)
+            )
+        finally:
+            await producer.stop()
+
+    background = asyncio.run(send())
+    return background.sent, background.acked, background.seconds
+
+
+async def prime(producer: AIOKafkaProducer, names: TopicNames, dids: Sequence[str]) -> int:
+    """The latency benchmark's priming of probe agents: the lowest non-critical value on every
+    dimension but the probe's, so that the probe's critical signal alone revokes. Returns the
+    signals sent (all acknowledged)."""
+    futures = []
+    for did in dids:
+        for d, topic in enumerate(names.signals):
+            if d != PROBE_DIMENSION:
+                value = signal_bytes(did, PRIMING_VALUE)
+                futures.append(await producer.send(topic, value, key=did.encode()))
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+# -- sampling ----------------------------------------------------------------------------------
+
+
+def take_sample(worker: WorkerProcess, at_s: float) -> Sample:
+    state.require_running(worker, "under the soak's load")
+    rss, _ = state.memory_mib(state.pid_of(worker))
+    try:
+        metrics = state.scrape(worker)
+    except OSError:
+        return Sample(at_s, rss, None, None, None)
+    expired = next((metrics[name] for name in EXPIRED_METRICS if name in metrics), None)
+    return Sample(
+        at_s,
+        rss,
+        metrics.get("trust_consumer_lag", 0.0),
+        metrics.get(LIVE_METRIC),
+        expired,
+    )
+
+
+@dataclass(slots=True)
+class Sampler:
+    """Samples at ``t0 + k * every_s`` for k = 0 .. count, on the clock, not after each other."""
+
+    worker: WorkerProcess
+    t0: float
+    every_s: float
+    count: int
+    samples: list[Sample] = field(default_factory=list)
+
+    async def run(self) -> None:
+        for k in range(self.count + 1):
+            delay = self.t0 + k * self.every_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            at = time.perf_counter() - self.t0
+            self.samples.append(await asyncio.to_thread(take_sample, self.worker, at))
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: float) -> Measured:
+    run_id = unique_name("soak")
+    prefix = f"{run_id}."
+    names = TopicNames(prefix)
+    duration = args.minutes * 60
+    population = Population(run_id, args.agents, args.ttl_minutes * 60, duration)
+    chunks = max(1, math.ceil(duration / args.sample_seconds))
+    per_chunk = max(1, round(args.sample_seconds / PROBE_INTERVAL_S))
+    probe_dids = [
+        [f"did:mesh:{run_id}-probe-{c:04d}-{i:04d}" for i in range(per_chunk)]
+        for c in range(chunks)
+    ]
+    probe_topic = names.signals[PROBE_DIMENSION]
+    _, expected_total = probe_scores()
+    facts: dict[str, Any] = {
+        "topic_prefix": prefix,
+        "revocation_topic": names.revocations,
+        "probe_did_prefix": f"did:mesh:{run_id}-probe-",
+        "probes_per_interval": per_chunk,
+        "probe_total_score": expected_total,
+    }
+    settings = {
+        "agent_ttl_days": f"{args.ttl_minutes / MINUTES_PER_DAY:.9g}",
+        "state_cache_agents": str(args.cache_agents),
+    }
+    async with running_worker(bootstrap, prefix, workdir, "soak-worker", **settings) as worker:
+        revocations = Arrivals(bootstrap, names.revocations, time.perf_counter)
+        primer = make_producer(bootstrap)
+        # Latency starts before produce, so the probes' producer must not linger.
+        probe_producer = make_producer(bootstrap, linger_ms=0)
+        await revocations.start()
+        await primer.start()
+        await probe_producer.start()
+        try:
+            primed = await prime(primer, names, probe_dids[0])
+            await wait_until_applied(worker, primed, 120.0, "applying the first priming")
+            start_at = time.time() + START_MARGIN_S
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+            with pool:
+                load = asyncio.get_running_loop().run_in_executor(
+                    pool,
+                    load_in_own_process,
+                    bootstrap,
+                    names.signals,
+                    population,
+                    rate,
+                    duration,
+                    args.seed,
+                    start_at,
+                )
+                await asyncio.sleep(max(0.0, start_at - time.time()))
+                t0 = time.perf_counter()
+                count = int(duration // args.sample_seconds + 1e-9)
+                sampler = Sampler(worker, t0, args.sample_seconds, count)
+                sampling = asyncio.create_task(sampler.run())
+                probes: list[Probe] = []
+                for c in range(chunks):
+                    # Primed one interval ahead, so that the priming is applied before the probe.
+                    priming = (
+                        asyncio.create_task(prime(primer, names, probe_dids[c + 1]))
+                        if c + 1 < chunks
+                        else None
+                    )
+                    probes += await send_probes(
+                        probe_producer, probe_topic, probe_dids[c], PROBE_INTERVAL_S
+                    )
+                    if priming is not None:
+                        primed += await priming
+                    if sampling.done():
+                        sampling.result()  # the worker died: raise what the sampler saw
+                sent, acked, seconds = await load
+            await probe_producer.flush()
+            await sampling
+            print(f"load done: {sent:,} signals in {seconds:.0f} s", flush=True)
+            wait = WINDOW_SECONDS + GRACE_SECONDS + REVOCATION_WAIT_S
+            await revocations.wait_for({p.did.encode() for p in probes}, wait)
+            classified = classify(probes, revocations, probe_topic, expected_total, t0)
+            drain_s: float | None = None
+            with contextlib.suppress(BenchmarkFailure):
+                drain_s = await wait_until_applied(
+                    worker, primed + sent + len(probes), DRAIN_WAIT_S, "draining the load"
+                )
+            end_rss, peak_rss = state.memory_mib(state.pid_of(worker))
+            end_metrics = await asyncio.to_thread(state.scrape, worker)
+        finally:
+            await probe_producer.stop()
+            await primer.stop()
+            await revocations.stop()
+    latencies, otherwise, unrevoked, not_probes = classified
+    return Measured(
+        population=population,
+        samples=sampler.samples,
+        background=Background(sent=sent, acked=acked, seconds=seconds),
+        primed=primed,
+        probes=len(probes),
+        latencies=latencies,
+        revoked_otherwise=otherwise,
+        unrevoked=unrevoked,
+        not_probes=not_probes,
+        drain_s=drain_s,
+        end_rss_mib=end_rss,
+        peak_rss_mib=peak_rss,
+        end_metrics=end_metrics,
+        facts=facts,
+    )
+
+
+def _rate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    if args.rate is not None:
+        return {"rate": args.rate, "rate_source": "--rate"}
+    if args.max_rate is not None:
+        max_rate, source = args.max_rate, "--max-rate"
+    else:
+        try:
+            max_rate, key = read_max_rate(args.out_dir / "throughput.json")
+        except BenchmarkFailure as exc:
+            parser.error(str(exc))
+        source = f"throughput.json {key}"
+    return {
+        "rate": max_rate * args.load_percent / 100,
+        "rate_source": f"{args.load_percent:g}% of {source}",
+        "max_rate_signals_per_s": max_rate,
+        "load_percent": args.load_percent,
+    }
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--minutes", type=float, help=f"length of the load ({DEFAULT_MINUTES:g})")
+    parser.add_argument("--agents", type=int, help=f"distinct agents ({DEFAULT_AGENTS:,})")
+    parser.add_argument("--max-rate", type=float, help="signals/s taken as 100%% load")
+    parser.add_argument("--load-percent", type=float, default=LOAD_PERCENT)
+    parser.add_argument("--rate", type=float, help="steady signals/s, in place of a percentage")
+    parser.add_argument("--ttl-minutes", type=float, help="idle-agent TTL (a third of the run)")
+    parser.add_argument("--sample-seconds", type=float, help=f"sampling interval ({SAMPLE_S:g})")
+    parser.add_argument("--cache-agents", type=int, default=STATE_CACHE_AGENTS)
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--quick", action="store_true", help="a one-minute run, 5,000 agents")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--work-dir", type=Path, help="keep the worker's state and log here")
+    args = parser.parse_args(argv)
+    chosen = QUICK if args.quick else {}
+    if args.minutes is None:
+        args.minutes = chosen.get("minutes", DEFAULT_MINUTES)
+    if args.agents is None:
+        args.agents = int(chosen.get("agents", DEFAULT_AGENTS))
+    if args.sample_seconds is None:
+        args.sample_seconds = chosen.get("sample_seconds", SAMPLE_S)
+    if args.ttl_minutes is None:
+        args.ttl_minutes = args.minutes / 3
+    if min(args.minutes, args.sample_seconds, args.ttl_minutes, args.load_percent) <= 0:
+        parser.error("--minutes, --sample-seconds, --ttl-minutes and --load-percent must be > 0")
+    if args.minutes * 60 < 3 * args.sample_seconds:
+        parser.error("the run must last at least three sampling intervals")
+    # A probe agent must outlive the lead with which it is primed, or it expires unprobed.
+    if args.ttl_minutes * 60 < 3 * args.sample_seconds:
+        parser.error("--ttl-minutes must be at least three sampling intervals")
+    if args.agents < 4 * math.ceil(args.minutes / args.ttl_minutes):
+        parser.error("too few --agents for the cohorts")
+    rate_facts = _rate(args, parser)
+    if rate_facts["rate"] <= 0:
+        parser.error("the rate must be positive")
+    return args, rate_facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rate_facts = parse(argv)
+    print(
+        f"soak: {rate_facts['rate']:,.0f} signals/s ({rate_facts['rate_source']}) for "
+        f"{args.minutes:g} min, {args.agents:,} agents, TTL {args.ttl_minutes:.3g} min, "
+        f"samples every {args.sample_seconds:g} s",
+        flush=True,
+    )
+    with (
+        provide_broker() as bootstrap,
+        state.work_directory(args.work_dir, "bench-soak-") as workdir,
+    ):
+        measured = asyncio.run(soak(bootstrap, workdir, args, rate_facts["rate"]))
+    result = build_result(args, rate_facts, measured)
+    result.print()
+    print(f"written to {result.write(args.out_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
