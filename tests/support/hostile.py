@@ -7,6 +7,7 @@ letter to that, and to the original record it names.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import random
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka.partitioner import murmur2
 
+from .kafka_io import producer
 from .signals import DIMENSIONS, signal_topic
 
 #: The default of TRUST_DEAD_LETTER_VALUE_BYTES: at most this much of a value (or key) is kept.
@@ -42,6 +44,19 @@ class Hostile:
     value: bytes | None
     kind: str | None
     partition: int | None = None
+
+
+async def produce_to(
+    bootstrap: str, records: list[tuple[str, int | None, bytes | None, bytes | None]]
+) -> list[tuple[str, int, int]]:
+    """Send (topic, partition or None, key, value) records; (topic, partition, offset) of each."""
+    async with producer(bootstrap, max_request_size=4 * 1024 * 1024) as p:
+        futures = [
+            await p.send(topic, value=value, key=key, partition=partition)
+            for topic, partition, key, value in records
+        ]
+        placed = await asyncio.gather(*futures)
+    return [(m.topic, m.partition, m.offset) for m in placed]
 
 
 def _signal(did: str, **extra: object) -> bytes:
