@@ -27,6 +27,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from streams.scoring.model import DIMENSIONS
@@ -94,7 +95,26 @@ def sample(worker: WorkerProcess) -> tuple[float, float]:
     return applied, state.memory_mib(state.pid_of(worker))[0]
 
 
-async def flood(bootstrap: str, workdir: Path, args: argparse.Namespace, result: Result) -> None:
+@dataclass(slots=True)
+class Flooded:
+    """What one flood measured."""
+
+    prefix: str
+    produced: int
+    produce_s: float
+    signals_per_s: float
+    close_s: float
+    baseline_mib: float
+    applied_mib: float
+    closed_mib: float
+    peak_mib: float
+    #: (never-seen agents applied, RSS in MiB) while the flood was applied.
+    points: list[tuple[float, float]]
+    disk: state.DiskUsage
+    metrics: dict[str, float]
+
+
+async def flood(bootstrap: str, workdir: Path, args: argparse.Namespace) -> Flooded:
     run = unique_name("flood")
     prefix = f"{run}."
     names = TopicNames(prefix)
@@ -144,10 +164,27 @@ async def flood(bootstrap: str, workdir: Path, args: argparse.Namespace, result:
         await asyncio.to_thread(state.stop, worker)
     finally:
         worker.ensure_stopped()
-    disk = state.rocksdb_usage(workdir / "state")
+    return Flooded(
+        prefix=prefix,
+        produced=produced,
+        produce_s=produce_s,
+        signals_per_s=progress.rate(args.dids),
+        close_s=close_s,
+        baseline_mib=baseline,
+        applied_mib=applied_rss,
+        closed_mib=closed_rss,
+        peak_mib=peak_rss,
+        points=points,
+        disk=state.rocksdb_usage(workdir / "state"),
+        metrics=metrics,
+    )
+
+
+def record(result: Result, args: argparse.Namespace, f: Flooded) -> None:
+    """The flood's figures, series and notes."""
     n = args.dids
     per_agent = MIB / n
-    result.parameters.update({"topic_prefix": prefix, "signals_produced": produced})
+    result.parameters.update({"topic_prefix": f.prefix, "signals_produced": f.produced})
     result.add("flood_dids", "never-seen DIDs, one signal each", n, "agents")
     result.add(
         "flood_state_cache_agents",
@@ -156,29 +193,32 @@ async def flood(bootstrap: str, workdir: Path, args: argparse.Namespace, result:
         "agents",
     )
     result.add(
-        "flood_signals_per_s", "applied per second (first to last)", progress.rate(n), "signals/s"
+        "flood_signals_per_s", "applied per second (first to last)", f.signals_per_s, "signals/s"
     )
-    result.add("flood_produce_s", "producing the flood took", produce_s, "s")
+    result.add("flood_produce_s", "producing the flood took", f.produce_s, "s")
     result.add(
-        "flood_close_s", "every agent's window closed, counted from when all were due", close_s, "s"
+        "flood_close_s",
+        "every agent's window closed, counted from when all were due",
+        f.close_s,
+        "s",
     )
-    result.add("flood_rss_baseline_mib", "RSS of the ready, idle worker", baseline, "MiB")
-    result.add("flood_rss_applied_mib", "RSS once every signal was applied", applied_rss, "MiB")
-    result.add("flood_rss_closed_mib", "RSS once every window had closed", closed_rss, "MiB")
-    result.add("flood_peak_rss_mib", "peak RSS (VmHWM)", peak_rss, "MiB")
+    result.add("flood_rss_baseline_mib", "RSS of the ready, idle worker", f.baseline_mib, "MiB")
+    result.add("flood_rss_applied_mib", "RSS once every signal was applied", f.applied_mib, "MiB")
+    result.add("flood_rss_closed_mib", "RSS once every window had closed", f.closed_mib, "MiB")
+    result.add("flood_peak_rss_mib", "peak RSS (VmHWM)", f.peak_mib, "MiB")
     result.add(
         "flood_rss_bytes_per_agent_applied",
         "RSS growth per agent, every signal applied",
-        (applied_rss - baseline) * per_agent,
+        (f.applied_mib - f.baseline_mib) * per_agent,
         "bytes",
     )
     result.add(
         "flood_rss_bytes_per_agent",
         "RSS growth per agent, every window closed",
-        (closed_rss - baseline) * per_agent,
+        (f.closed_mib - f.baseline_mib) * per_agent,
         "bytes",
     )
-    past = [(a, rss) for a, rss in points if a >= PAST_CACHE * args.cache_agents]
+    past = [(a, rss) for a, rss in f.points if a >= PAST_CACHE * args.cache_agents]
     marginal = slope(past) if len(past) >= MIN_SLOPE_POINTS else None
     if marginal is not None:
         result.add(
@@ -190,31 +230,31 @@ async def flood(bootstrap: str, workdir: Path, args: argparse.Namespace, result:
     result.add(
         "flood_rocksdb_bytes_per_agent",
         "RocksDB data files per agent",
-        disk.data_bytes / n,
+        f.disk.data_bytes / n,
         "bytes",
     )
     result.add(
         "flood_rocksdb_all_files_bytes_per_agent",
         "RocksDB directory, every file, per agent",
-        disk.all_bytes / n,
+        f.disk.all_bytes / n,
         "bytes",
     )
-    if "trust_live_agents" in metrics:
+    if "trust_live_agents" in f.metrics:
         result.add(
             "flood_live_agents",
             "live agents reported by the worker",
-            metrics["trust_live_agents"],
+            f.metrics["trust_live_agents"],
             "agents",
         )
     result.series["worker RSS by agents applied"] = Series(
-        "never-seen agents applied", "RSS (MiB)", state.downsample(points)
+        "never-seen agents applied", "RSS (MiB)", state.downsample(f.points)
     )
     result.notes += [
         f"Every signal is for a DID the worker has never seen: each creates a state, opens a "
         f"window and is closed {args.window_seconds:g} s + {args.grace_seconds:g} s later. "
-        f"The worker keeps {args.cache_agents:,} decoded states in memory "
-        "(TRUST_STATE_CACHE_AGENTS); past that, growth per agent is what the rest of the worker "
-        "keeps per agent (window schedule, allocator, RocksDB memtables and block cache).",
+        f"The worker keeps up to {args.cache_agents:,} decoded states in memory "
+        "(TRUST_STATE_CACHE_AGENTS); past that, what one more agent costs is memory the worker "
+        "holds besides the cache.",
         "RSS growth per agent: (RSS - RSS of the ready, idle worker) / agents. The marginal "
         f"figure is the least-squares slope of RSS against agents applied, over the samples past "
         f"{PAST_CACHE} times the cache size, taken while the flood was applied.",
@@ -287,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         provide_broker() as bootstrap,
         state.work_directory(args.work_dir, "bench-flood-") as workdir,
     ):
-        asyncio.run(flood(bootstrap, workdir, args, result))
+        record(result, args, asyncio.run(flood(bootstrap, workdir, args)))
     result.print()
     print(f"written to {result.write(args.out_dir)}")
     return 0

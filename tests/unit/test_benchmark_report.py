@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -103,6 +104,8 @@ def test_sections_follow_the_suite_order_with_figures_notes_and_plots(
         "## State",
         "## Scale-out",
         "## Profile: Where the worker's time goes",
+        "## Soak",
+        "## Fresh-DID flood",
     ]
     assert "| raw aiokafka consume | 182,345 signals/s | — | — |" in text
     assert "| decoding | 41.5% | — | — |" in text
@@ -175,7 +178,15 @@ def test_no_results_at_all_still_makes_a_page(tmp_path: Path) -> None:
     report.main(["--results", str(tmp_path / "absent"), "--out", str(page)])
     text = page.read_text()
     rows = _summary_rows(text)
-    assert [row[0] for row in rows] == ["Throughput", "Latency", "State", "Scale-out", "Profile"]
+    assert [row[0] for row in rows] == [
+        "Throughput",
+        "Latency",
+        "State",
+        "Scale-out",
+        "Profile",
+        "Soak",
+        "Fresh-DID flood",
+    ]
     assert all(row[-1] == report.NOT_RUN for row in rows)
     assert "No targets were measured." in text
 
@@ -329,6 +340,12 @@ def test_runner_keeps_going_past_failures_and_skips_absent_modules(
 
 def test_runner_only_keeps_the_suite_order_and_rejects_unknown_names() -> None:
     assert runner._selected("latency, throughput") == ["throughput", "latency"]
+    # The long scenarios run only when named, positionally or with --only.
+    assert runner._selected(None) == ["throughput", "latency", "state", "scaleout", "profile"]
+    assert runner._selected(None, ["soak"]) == ["soak"]
+    assert runner._selected("flood", ["soak", "throughput"]) == ["throughput", "soak", "flood"]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        runner._selected(None, ["sock"])
     with pytest.raises(ValueError, match="unknown scenario"):
         runner._selected("throughput,nonsense")
     assert runner.page_for(Path("docs/benchmarks")) == Path("docs/benchmarks.md")
@@ -373,3 +390,152 @@ def test_analysis_explains_a_missed_target_with_the_runs_own_figures() -> None:
     assert "worker signals per s" not in text
     assert "**mystery** (3" in text and "No analysis is written" in text
     assert "The profile scenario was not run." in text
+
+
+# -- the soak and the fresh-DID flood -------------------------------------------------------
+
+
+def _soak(last_mib: float) -> Result:
+    """A soak result as the benchmark builds it, from a made-up half-hour run: RSS at 500 MiB in
+    the middle third and ``last_mib`` in the last."""
+    from tests.benchmarks.latency import Background
+    from tests.benchmarks.soakfigures import Measured, Population, Sample, build_result
+
+    duration = 1800.0
+    samples = [
+        Sample(
+            at_s=float(at),
+            rss_mib=400.0 if at < 600 else 500.0 if at < 1200 else last_mib,
+            lag=float(at % 70),
+            live_agents=80_000.0,
+            expired=float(at * 10),
+        )
+        for at in range(0, 1801, 10)
+    ]
+    measured = Measured(
+        population=Population("run", 100_000, cohort_s=600.0, duration_s=duration),
+        samples=samples,
+        background=Background(sent=44_000_000, acked=44_000_000, seconds=duration),
+        primed=96_000,
+        probes=24_000,
+        latencies=[(i * 0.075, 20.0 + i % 100) for i in range(24_000)],
+        revoked_otherwise=0,
+        unrevoked=0,
+        not_probes=0,
+        drain_s=0.5,
+        end_rss_mib=last_mib,
+        peak_rss_mib=last_mib + 20,
+        end_metrics={"trust_agents_expired_total": 41_000.0, "trust_live_agents": 83_000.0},
+        facts={"topic_prefix": "soak-1."},
+    )
+    args = argparse.Namespace(
+        quick=False, minutes=30.0, ttl_minutes=10.0, cache_agents=20_000, sample_seconds=10.0
+    )
+    rate = {"rate": 24_585.5, "rate_source": "50% of throughput.json worker_signals_per_s_10k"}
+    return build_result(args, rate, measured)
+
+
+def _flood() -> Result:
+    from tests.benchmarks import flood
+    from tests.benchmarks.state import DiskUsage
+
+    args = argparse.Namespace(
+        quick=False,
+        dids=1_000_000,
+        cache_agents=20_000,
+        window_seconds=30.0,
+        grace_seconds=5.0,
+    )
+    result = flood.Result(flood.SCENARIO, flood.TITLE, parameters={"dids": 1_000_000})
+    points = [(float(agents), 80.0 + agents * 1_800 / 2**20) for agents in range(0, 10**6, 10**4)]
+    flooded = flood.Flooded(
+        prefix="flood-1.",
+        produced=1_000_000,
+        produce_s=8.0,
+        signals_per_s=30_000.0,
+        close_s=90.0,
+        baseline_mib=80.0,
+        applied_mib=80.0 + 1_800_000_000 / 2**20,
+        closed_mib=80.0 + 2_000_000_000 / 2**20,
+        peak_mib=2_100.0,
+        points=points,
+        disk=DiskUsage(databases=6, data_bytes=180_000_000, all_bytes=180_300_000),
+        metrics={"trust_live_agents": 1_000_000.0},
+    )
+    flood.record(result, args, flooded)
+    return result
+
+
+def _build(tmp_path: Path, *results: Result) -> tuple[Path, str]:
+    directory = tmp_path / "benchmarks"
+    for result in results:
+        result.write(directory)
+    page = tmp_path / "benchmarks.md"
+    report.build(directory, page)
+    return directory, page.read_text()
+
+
+def test_soak_and_flood_get_their_sections_plots_and_targets(tmp_path: Path) -> None:
+    directory, text = _build(tmp_path, _throughput(), _soak(last_mib=510.0), _flood())
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[-2:] == [
+        "## Soak: Memory, lag and revocation latency under steady load, over time",
+        "## Fresh-DID flood: Memory and disk per never-seen agent",
+    ]
+    flat = "mean RSS, last third against the middle third (flat: within 10%)"
+    assert ["Soak", flat, f"≤ 1.1{report.TIMES}", f"1.02{report.TIMES}", report.MET] in (
+        _summary_rows(text)
+    )
+    soak_section = text.split("## Soak", 1)[1].split("\n## ", 1)[0]
+    assert "| revocation latency p99, whole run | 118 ms | — | — |" in soak_section
+    assert "| consumer lag, largest sample | 60 records | — | — |" in soak_section
+    assert "| agents expired by the TTL | 41,000 agents | — | — |" in soak_section
+    flood_section = text.split("## Fresh-DID flood", 1)[1]
+    assert "| state cache size (TRUST_STATE_CACHE_AGENTS) | 20,000 agents |" in flood_section
+    assert "| RSS growth per agent, every window closed | 2,000 bytes (2.0 KiB) |" in flood_section
+    assert "| RocksDB data files per agent | 180 bytes |" in flood_section
+    # The marginal cost is the slope of the RSS samples past twice the cache: 1,800 bytes.
+    assert "| RSS growth per agent past 2x the cache (slope while applying) | 1,800 bytes" in (
+        flood_section
+    )
+    plots = {
+        "soak-worker-rss-over-time.png",
+        "soak-consumer-lag-over-time.png",
+        "soak-revocation-latency-over-time-p99-per-interval.png",
+        "soak-live-agents-over-time.png",
+        "flood-worker-rss-by-agents-applied.png",
+    }
+    for name in plots:
+        assert (directory / name).read_bytes().startswith(PNG_SIGNATURE), name
+        assert f"(benchmarks/{name})" in text
+    # The reading of the memory scenarios, every number filled from the results.
+    memory = text.split("Memory over time:", 1)[1].split("\n\n", 2)[1]
+    assert "Soak (30 min at 24,586 signals/s, idle-agent TTL 10 min)" in memory
+    assert "500 MiB in the middle third of the run and 510 MiB in the last" in memory
+    assert "agents expired by the TTL: 41,000 agents" in memory
+    assert "each costs 2,000 bytes (2.0 KiB) of RSS" in memory
+    assert "n/a" not in memory
+    # A met flatness needs no explanation.
+    assert "Memory kept growing" not in text
+
+
+def test_a_soak_that_grows_is_explained_with_the_floods_figures(tmp_path: Path) -> None:
+    _, text = _build(tmp_path, _soak(last_mib=600.0), _flood())
+    flat = "mean RSS, last third against the middle third (flat: within 10%)"
+    assert ["Soak", flat, f"≤ 1.1{report.TIMES}", f"1.20{report.TIMES}", report.MISSED] in (
+        _summary_rows(text)
+    )
+    explanation = next(line for line in text.splitlines() if line.startswith(f"- **{flat}**"))
+    assert "went from 500 MiB to 600 MiB" in explanation
+    assert "(41,000 agents in all)" in explanation
+    assert "a never-seen agent costs 2,000 bytes (2.0 KiB) of RSS (1,800 bytes" in explanation
+    assert "n/a" not in explanation
+
+
+def test_long_scenarios_not_run_say_how_to_run_them(built: tuple[Path, Path, str]) -> None:
+    _, _, text = built
+    assert "Not run: there is no `soak.json` in `benchmarks/`. It runs only when named: " in text
+    assert "`python -m tests.benchmarks soak`" in text
+    assert "`python -m tests.benchmarks soak flood` runs them" in text
+    # Absent from the memory reading too: nothing is said about runs that did not happen.
+    assert "Memory over time:" not in text
