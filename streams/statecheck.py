@@ -114,6 +114,8 @@ class PartitionCheck:
     schedule: PartitionSchedule = field(default_factory=PartitionSchedule)
     #: (key, why) of every entry that cannot be used; WHOLE_DATABASE if reading failed.
     damaged: list[tuple[bytes, str]] = field(default_factory=list)
+    #: How long reading the partition took.
+    seconds: float = 0.0
 
     def add_agent(self, key: bytes, state: AgentState) -> None:
         self.agents += 1
@@ -134,9 +136,10 @@ async def check_partition(
     milliseconds). With ``collect`` false, stop at the first damaged entry: the partition will
     be restored whole anyway, and its schedule built by the check after the restore."""
     check = PartitionCheck(partition)
+    started = time.perf_counter()
     try:
         db = store.db(partition)
-        deadline = time.perf_counter() + CHECK_SLICE_SECONDS
+        deadline = started + CHECK_SLICE_SECONDS
         for count, (key, value) in enumerate(raw_items(db)):
             verdict = judge(key, value, signal_topics)
             if isinstance(verdict, AgentState):
@@ -152,6 +155,7 @@ async def check_partition(
         raise
     except Exception as exc:  # RocksDB reports corrupt files while reading them
         check.damaged.append((WHOLE_DATABASE, f"database cannot be read: {exc}"))
+    check.seconds = time.perf_counter() - started
     return check
 
 

@@ -67,7 +67,7 @@ def test_a_partition_is_read_every_tenth_of_the_ttl_within_bounds() -> None:
 def test_the_partition_swept_longest_ago_is_next_once_due() -> None:
     assert next_due([], {}, 100.0, 10.0) == (None, 10.0)
     assert next_due([2, 0, 1], {}, 100.0, 10.0) == (0, 0.0)
-    assert next_due([0, 1], {0: 95.0, 1: 91.0}, 100.0, 10.0) == (1, 0.0)
+    assert next_due([0, 1], {0: 95.0, 1: 89.0}, 100.0, 10.0) == (1, 0.0)
     partition, wait = next_due([0, 1], {0: 95.0, 1: 93.0}, 100.0, 10.0)
     assert partition is None and abs(wait - 3.0) < 1e-9
 
