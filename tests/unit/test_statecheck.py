@@ -185,6 +185,21 @@ def test_a_garbage_directory_is_replaced_by_an_empty_database(tmp_path: Path) ->
     db[b"did:mesh:a"] = b"x"  # usable
 
 
+def test_a_database_with_a_corrupted_table_file_is_replaced(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _fill(store, 6, {f"did:mesh:{i:05d}".encode(): os.urandom(200) for i in range(5000)})
+    store.db(6).flush()
+    store.db(6).close()
+    store._dbs.clear()  # as a restarted worker finds it
+    (table,) = (store.directory / "partition-6").glob("*.sst")
+    damaged = bytearray(table.read_bytes())
+    for i in range(1000, len(damaged) - 200, 97):
+        damaged[i] ^= 0xFF
+    table.write_bytes(bytes(damaged))
+    assert list(store.db(6).keys()) == []
+    assert store.counters.local_store_resets == 1
+
+
 def test_a_file_in_place_of_the_directory_is_replaced_too(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.directory.mkdir(parents=True)
