@@ -47,6 +47,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from streams.messages import ReinstateCommand
 from streams.settings import Settings
 from streams.topics import TopicNames
 from tests.benchmarks import state
@@ -96,6 +97,7 @@ QUICK = {"minutes": 1.0, "agents": 5_000, "sample_seconds": 5.0}
 #: The load process starts sending at an agreed wall-clock moment this far ahead, so both
 #: processes count the run from the same instant whatever spawning the process costs.
 START_MARGIN_S = 8.0
+SOURCE = "soak-benchmark"
 STATE_CACHE_AGENTS = int(Settings.model_fields["state_cache_agents"].default)
 
 
@@ -187,6 +189,27 @@ async def prime(producer: AIOKafkaProducer, names: TopicNames, dids: Sequence[st
                 futures.append(await producer.send(topic, value, key=did.encode()))
     await asyncio.gather(*futures)
     return len(futures)
+
+
+async def reinstate_revoked(
+    producer: AIOKafkaProducer, names: TopicNames, dids: Sequence[str], revocations: Arrivals
+) -> list[str]:
+    """Reinstate the probes among ``dids`` whose revocation has arrived, as an operator would;
+    the rest are returned, to try again later. A revoked agent is never expired: without this,
+    probes (thirteen new agents a second) would grow the live set the flatness compares."""
+    waiting = []
+    sends = []
+    for did in dids:
+        key = did.encode()
+        if key not in revocations.first:
+            waiting.append(did)
+            continue
+        command = ReinstateCommand(agent_did=did, requested_by=SOURCE, reason="probe measured")
+        sends.append(
+            await producer.send(names.commands, command.model_dump_json().encode(), key=key)
+        )
+    await asyncio.gather(*sends)
+    return waiting
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -287,6 +310,7 @@ async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: fl
                 sampler = Sampler(worker, t0, args.sample_seconds, count)
                 sampling = asyncio.create_task(sampler.run())
                 probes: list[Probe] = []
+                unreinstated: list[str] = []
                 for c in range(chunks):
                     # Primed one interval ahead, so that the priming is applied before the probe.
                     priming = (
@@ -297,6 +321,8 @@ async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: fl
                     probes += await send_probes(
                         probe_producer, probe_topic, probe_dids[c], PROBE_INTERVAL_S
                     )
+                    unreinstated += probe_dids[c]
+                    unreinstated = await reinstate_revoked(primer, names, unreinstated, revocations)
                     if priming is not None:
                         primed += await priming
                     if sampling.done():
@@ -307,29 +333,25 @@ async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: fl
             print(f"load done: {sent:,} signals in {seconds:.0f} s", flush=True)
             wait = WINDOW_SECONDS + GRACE_SECONDS + REVOCATION_WAIT_S
             await revocations.wait_for({p.did.encode() for p in probes}, wait)
-            classified = classify(probes, revocations, probe_topic, expected_total, t0)
             drain_s: float | None = None
             with contextlib.suppress(BenchmarkFailure):
                 drain_s = await wait_until_applied(
                     worker, primed + sent + len(probes), DRAIN_WAIT_S, "draining the load"
                 )
+            probed = classify(probes, revocations, probe_topic, expected_total, t0)
             end_rss, peak_rss = state.memory_mib(state.pid_of(worker))
             end_metrics = await asyncio.to_thread(state.scrape, worker)
         finally:
             await probe_producer.stop()
             await primer.stop()
             await revocations.stop()
-    latencies, otherwise, unrevoked, not_probes = classified
     return Measured(
         population=population,
         samples=sampler.samples,
         background=Background(sent=sent, acked=acked, seconds=seconds),
         primed=primed,
         probes=len(probes),
-        latencies=latencies,
-        revoked_otherwise=otherwise,
-        unrevoked=unrevoked,
-        not_probes=not_probes,
+        probed=probed,
         drain_s=drain_s,
         end_rss_mib=end_rss,
         peak_rss_mib=peak_rss,

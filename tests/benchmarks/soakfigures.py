@@ -148,17 +148,29 @@ def over_time(samples: Sequence[Sample], attribute: str) -> list[tuple[float | s
 
 
 @dataclass(slots=True)
+class Probed:
+    """What became of the probes, from the revocation topic."""
+
+    #: (seconds since the start when sent, latency in ms) of each probe revoked by its signal.
+    latencies: list[tuple[float, float]]
+    #: Revoked, but not by their own signal: their priming was applied after it, so the
+    #: revocation came at a window close.
+    otherwise: int = 0
+    unrevoked: int = 0
+    #: Revocations of agents that were no probe.
+    not_probes: int = 0
+    #: Audit records of probes reinstated after their revocation.
+    reinstated: int = 0
+
+
+@dataclass(slots=True)
 class Measured:
     population: Population
     samples: list[Sample]
     background: Background
     primed: int
     probes: int
-    #: (seconds since the start when sent, latency in ms) of each probe revoked by its signal.
-    latencies: list[tuple[float, float]]
-    revoked_otherwise: int
-    unrevoked: int
-    not_probes: int
+    probed: Probed
     drain_s: float | None
     end_rss_mib: float
     peak_rss_mib: float
@@ -168,29 +180,34 @@ class Measured:
 
 def classify(
     probes: Sequence[Probe], revocations: Arrivals, topic: str, expected_total: int, t0: float
-) -> tuple[list[tuple[float, float]], int, int, int]:
-    """(latencies of the probes revoked by their own signal, probes revoked otherwise (their
-    priming applied after their signal: revoked at a window close), probes not revoked at all,
-    revocations of agents that were no probe). Counted, not raised: after half an hour of load
-    the figures are worth keeping whatever went wrong."""
-    events: dict[bytes, dict[str, Any]] = {}
+) -> Probed:
+    """Each probe's revocation checked and timed. Counted, not raised: after half an hour of
+    load the figures are worth keeping whatever went wrong."""
+    revoked: dict[bytes, dict[str, Any]] = {}
+    reinstated = 0
     for _, key, value in revocations.records:
-        events.setdefault(key, orjson.loads(value))
-    latencies: list[tuple[float, float]] = []
-    otherwise = unrevoked = 0
+        event = orjson.loads(value)
+        if event.get("type") == "reinstated":
+            reinstated += 1
+        else:
+            revoked.setdefault(key, event)
+    probed = Probed([], reinstated=reinstated)
     for probe in probes:
         key = probe.did.encode()
-        event = events.pop(key, None)
+        event = revoked.pop(key, None)
         if event is None or probe.future.exception() is not None:
-            unrevoked += 1
+            probed.unrevoked += 1
             continue
         try:
             check_revocation(event, probe, topic, expected_total)
         except BenchmarkFailure:
-            otherwise += 1
+            probed.otherwise += 1
             continue
-        latencies.append((probe.sent_at - t0, (revocations.first[key] - probe.sent_at) * 1000))
-    return latencies, otherwise, unrevoked, len(events)
+        # The revocation is the first record of its agent: a reinstatement only follows it.
+        latency_ms = (revocations.first[key] - probe.sent_at) * 1000
+        probed.latencies.append((probe.sent_at - t0, latency_ms))
+    probed.not_probes = len(revoked)
+    return probed
 
 
 # -- the result --------------------------------------------------------------------------------
@@ -247,8 +264,14 @@ def build_result(args: argparse.Namespace, rate_facts: dict[str, Any], m: Measur
             "soak_lag_mean", "consumer lag, mean of the samples", sum(lags) / len(lags), "records"
         )
     result.add("soak_probes", "revocation probes sent", m.probes, "probes")
-    result.add("soak_revocation_samples", "revocations measured", len(m.latencies), "probes")
-    values = [ms for _, ms in m.latencies]
+    result.add("soak_revocation_samples", "revocations measured", len(m.probed.latencies), "probes")
+    result.add(
+        "soak_probes_reinstated",
+        "probes reinstated after their revocation (audit records)",
+        m.probed.reinstated,
+        "probes",
+    )
+    values = [ms for _, ms in m.probed.latencies]
     if values:
         for q, name in ((50, "p50"), (99, "p99")):
             result.add(
@@ -301,11 +324,11 @@ def _record_series(result: Result, args: argparse.Namespace, m: Measured) -> Non
     result.series["consumer lag over time"] = Series(
         minutes, "records not yet processed", over_time(m.samples, "lag")
     )
-    if m.latencies:
+    if m.probed.latencies:
         result.series["revocation latency over time, p99 per interval"] = Series(
             minutes,
             f"p99 of the probes sent in each {args.sample_seconds:g} s (ms)",
-            per_interval(m.latencies, args.sample_seconds, 99),
+            per_interval(m.probed.latencies, args.sample_seconds, 99),
         )
     live = over_time(m.samples, "live_agents")
     if live:
@@ -329,7 +352,10 @@ def _add_notes(result: Result, args: argparse.Namespace, m: Measured, flat: Flat
         f"four dimensions {args.sample_seconds:g}-{2 * args.sample_seconds:g} s ahead, then one "
         f"critical signal every {PROBE_INTERVAL_S * 1000:g} ms, measured from just before it "
         "is produced until its revocation arrives here. Probes add "
-        f"{m.probes:,} agents of their own, which the TTL expires too."
+        f"{m.probes:,} agents of their own. A revoked agent is never expired, so each probe "
+        "is reinstated (a command, as an operator's) once its revocation has arrived, and "
+        "then idles out under the TTL like any agent: otherwise the probes alone would grow "
+        "the live set the flatness compares."
     )
     notes.append(
         f"Sampled every {args.sample_seconds:g} s: RSS from /proc/<pid>/status, the "
@@ -337,12 +363,13 @@ def _add_notes(result: Result, args: argparse.Namespace, m: Measured, flat: Flat
         f"{LIVE_METRIC} and trust_agents_expired when the worker exposes them. Broker, worker, "
         "load process and this process share the machine."
     )
-    if m.revoked_otherwise or m.unrevoked or m.not_probes:
+    probed = m.probed
+    if probed.otherwise or probed.unrevoked or probed.not_probes:
         notes.append(
-            f"{m.revoked_otherwise} probes were revoked but not by their own signal (their "
+            f"{probed.otherwise} probes were revoked but not by their own signal (their "
             "priming was applied after it, which happens when the worker lags more than the "
-            f"priming lead: see the lag), {m.unrevoked} were not revoked at all, and "
-            f"{m.not_probes} agents that were no probe were revoked."
+            f"priming lead: see the lag), {probed.unrevoked} were not revoked at all, and "
+            f"{probed.not_probes} agents that were no probe were revoked."
         )
     if m.drain_s is None:
         notes.append(

@@ -399,7 +399,7 @@ def _soak(last_mib: float) -> Result:
     """A soak result as the benchmark builds it, from a made-up half-hour run: RSS at 500 MiB in
     the middle third and ``last_mib`` in the last."""
     from tests.benchmarks.latency import Background
-    from tests.benchmarks.soakfigures import Measured, Population, Sample, build_result
+    from tests.benchmarks.soakfigures import Measured, Population, Probed, Sample, build_result
 
     duration = 1800.0
     samples = [
@@ -418,10 +418,7 @@ def _soak(last_mib: float) -> Result:
         background=Background(sent=44_000_000, acked=44_000_000, seconds=duration),
         primed=96_000,
         probes=24_000,
-        latencies=[(i * 0.075, 20.0 + i % 100) for i in range(24_000)],
-        revoked_otherwise=0,
-        unrevoked=0,
-        not_probes=0,
+        probed=Probed([(i * 0.075, 20.0 + i % 100) for i in range(24_000)], reinstated=24_000),
         drain_s=0.5,
         end_rss_mib=last_mib,
         peak_rss_mib=last_mib + 20,
