@@ -17,7 +17,8 @@ requires agreement with the seed to the integer:
 
 Where the contract fixes the seed, the oracle follows the contract: each dimension keeps its own
 last 100 signals (fix 1), weights are validated before use (fix 2), an operator can reinstate a
-revoked agent (fix 8).
+revoked agent (fix 8). From the README's "Operating it": optional per-dimension revocation floors,
+and a reinstated agent's accepted level (its total and each dimension's score when reinstated).
 
 Typical use::
 
@@ -56,6 +57,8 @@ REVOCATION_THRESHOLD = 300
 WARNING_THRESHOLD = 500
 
 Weights = Mapping[str, float] | Sequence[float]
+#: {dimension: (floor, minimum signal count)}
+Floors = Mapping[str, tuple[float, int]]
 
 
 def as_weight_dict(weights: Weights | None) -> dict[str, float]:
@@ -159,6 +162,7 @@ class OracleAgent:
         weights: Weights | None = None,
         revocation_threshold: int = REVOCATION_THRESHOLD,
         warning_threshold: int = WARNING_THRESHOLD,
+        floors: Floors | None = None,
     ) -> None:
         self.weights = as_weight_dict(weights)
         if not weights_valid(self.weights):
@@ -176,6 +180,11 @@ class OracleAgent:
         self.revocation_reason: str | None = None
         #: Every revocation as (time, total, reason), oldest first.
         self.revocations: list[tuple[int, int, str]] = []
+        self.floors: dict[str, tuple[float, int]] = dict(floors or {})
+        #: What the operator accepted when reinstating: the total (until the score is back at the
+        #: threshold) and each dimension's score (until that dimension is back at its floor).
+        self.accepted_total: int | None = None
+        self.accepted_scores: dict[str, float] = {}
 
     def record(self, dimension: str, value: float, at: int = 0) -> bool:
         """Add a signal; returns True when it was critical and so recalculated the score."""
@@ -197,12 +206,42 @@ class OracleAgent:
         self.history.append((at, total))
         if len(self.history) > HISTORY_LENGTH:
             self.history = self.history[-HISTORY_LENGTH:]
-        if total < self.revocation_threshold and not self.revoked:
+        if self.revoked:
+            return total
+        reason = self._revocation_reason(total)
+        if reason is not None:
             self.revoked = True
             self.revocation_count += 1
-            self.revocation_reason = f"Trust score {total} below threshold"
-            self.revocations.append((at, total, self.revocation_reason))
+            self.revocation_reason = reason
+            self.revocations.append((at, total, reason))
+            self.accepted_total, self.accepted_scores = None, {}
         return total
+
+    def _revocation_reason(self, total: int) -> str | None:
+        """README: revoked "when a recalculation falls below the threshold and below the score it
+        had when reinstated, or below the threshold after having recovered above it"; a floor
+        likewise per dimension, against that dimension's score when reinstated."""
+        if self.accepted_total is not None and total >= self.revocation_threshold:
+            self.accepted_total = None  # recovered
+        bar = self.revocation_threshold
+        if self.accepted_total is not None:
+            bar = min(bar, self.accepted_total)
+        if total < bar:
+            return f"Trust score {total} below threshold"
+        scores = self.dimension_scores()
+        for d in DIMENSIONS:
+            if d not in self.floors:
+                continue
+            floor, min_signals = self.floors[d]
+            if d in self.accepted_scores and scores[d] >= floor:
+                del self.accepted_scores[d]  # recovered
+            bar_d = min(floor, self.accepted_scores.get(d, floor))
+            if self.lifetime_counts[d] >= min_signals and scores[d] < bar_d:
+                return (
+                    f"{d} score {scores[d]:.1f} below its floor {floor:g} "
+                    f"(after {self.lifetime_counts[d]} signals)"
+                )
+        return None
 
     def history_scores(self) -> list[int]:
         return [score for _, score in self.history]
@@ -219,10 +258,13 @@ class OracleAgent:
         return tier(self.total_score)
 
     def reinstate(self) -> bool:
-        """Contract fix 8: lift a revocation; False (and nothing changes) when not revoked."""
+        """Contract fix 8: lift a revocation; False (and nothing changes) when not revoked. The
+        operator accepts the agent's current level: its score and each dimension's score."""
         if not self.revoked:
             return False
         self.revoked = False
+        self.accepted_total = self.total_score
+        self.accepted_scores = self.dimension_scores()
         return True
 
     @classmethod

@@ -26,6 +26,11 @@ from .model import (
     RECENT_SIGNALS_PER_DIMENSION,
     ScoringConfig,
 )
+from .records import Reinstatement as Reinstatement
+from .records import Revocation as Revocation
+from .records import ScoreUpdate as ScoreUpdate
+from .records import SignalTrigger as SignalTrigger
+from .records import WindowTrigger as WindowTrigger
 from .windows import WindowPolicy
 
 N_DIMENSIONS = len(DIMENSIONS)
@@ -40,77 +45,6 @@ class WindowTally:
 
     counts: list[int] = field(default_factory=lambda: [0] * N_DIMENSIONS)
     late: int = 0
-
-
-# Not frozen, unlike its neighbours: one is built per signal, and a frozen dataclass's __init__
-# costs three times as much. Nothing mutates a trigger once built.
-@dataclass(slots=True)
-class SignalTrigger:
-    """Where a signal was read from: what a revocation names as its cause."""
-
-    dimension: int
-    partition: int
-    offset: int
-    signal_id: str | None = None
-
-    def same_record(self, other: SignalTrigger) -> bool:
-        return (self.dimension, self.partition, self.offset) == (
-            other.dimension,
-            other.partition,
-            other.offset,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class WindowTrigger:
-    window_start_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Revocation:
-    revocation_id: str
-    revoked_at_ms: int
-    total_score: int
-    threshold: int
-    reason: str
-    dimension_scores: tuple[float, ...]
-    trigger: SignalTrigger | WindowTrigger
-    weights_version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Reinstatement:
-    """An operator lifted a revocation: the audit record, kept to be re-published identically."""
-
-    reinstatement_id: str
-    reinstated_at_ms: int
-    lifted_revocation_id: str
-    requested_by: str
-    reason: str
-    request_id: str | None
-    command_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreUpdate:
-    """Everything a window's score update says, frozen at the moment the window closed."""
-
-    window_start_ms: int
-    window_end_ms: int
-    total_score: int
-    previous_score: int
-    dimension_scores: tuple[float, ...]
-    lifetime_counts: tuple[int, ...]
-    window_counts: tuple[int, ...]
-    late_signals: int
-    weights_version: int
-    computed_at_ms: int
-    revoked: bool
-    at_risk: bool
-
-    @property
-    def signals_in_window(self) -> int:
-        return sum(self.window_counts)
 
 
 @dataclass(slots=True)
@@ -140,13 +74,20 @@ class AgentState:
     #: Offset of the last operator command applied (commands topic), and the last reinstatement.
     applied_command_offset: int = -1
     reinstatement: Reinstatement | None = None
-    #: Set by a reinstatement while the score is still below the threshold: the operator accepted
-    #: that level, so only a fall below it (or below the threshold again after recovering)
-    #: revokes. Cleared once the score is back at or above the threshold.
+    #: Set by a reinstatement: the operator accepted the agent's level, so while the score is
+    #: below the threshold only a fall below this one revokes. Cleared once the score is back at
+    #: or above the threshold (from then on the threshold applies), and by a revocation.
     reinstated_at_score: int | None = None
+    #: Set by a reinstatement: each dimension's score then. A floor revokes only when its
+    #: dimension falls below that level, or falls below the floor after having recovered to it
+    #: (its entry is then None). Cleared by a revocation, and once every entry is None.
+    reinstated_dimension_scores: tuple[float | None, ...] | None = None
     #: The last few signals applied, newest last, for explanations: (dimension, value, source,
     #: timestamp ms).
     recent_signals: list[tuple[int, float, str, int]] = field(default_factory=list)
+    #: When (epoch ms) the last signal was applied, by the worker's clock; 0: none yet. Not the
+    #: signal's own timestamp, which a producer could forge into the future to keep it alive.
+    last_signal_at_ms: int = 0
 
     def dimension_scores(self) -> tuple[float, ...]:
         return tuple(dimension_score(values) for values in self.recent)
@@ -190,17 +131,32 @@ def revocation_id(agent_did: str, sequence: int) -> str:
 def _floor_breached(
     state: AgentState, recalculation: Recalculation, config: ScoringConfig
 ) -> str | None:
-    """The reason to revoke under a per-dimension floor, or None when no floor is breached."""
+    """The reason to revoke under a per-dimension floor, or None when no floor is breached.
+
+    A dimension's level accepted at reinstatement holds until it recovers to its floor.
+    """
+    accepted = state.reinstated_dimension_scores
+    levels = None if accepted is None else list(accepted)
+    reason: str | None = None
     for i, floor in enumerate(config.floors):
-        if floor is None or state.lifetime[i] < floor.min_signals:
+        if floor is None:
             continue
         score = recalculation.dimension_scores[i]
-        if score < floor.floor:
-            return (
+        level = None if levels is None else levels[i]
+        if level is not None and levels is not None:
+            if score >= floor.floor:
+                levels[i] = None  # recovered: the floor applies again
+            if score >= level:
+                continue
+        if reason is None and score < floor.floor and state.lifetime[i] >= floor.min_signals:
+            reason = (
                 f"{DIMENSIONS[i].value} score {score:.1f} below its floor {floor.floor:g} "
                 f"(after {state.lifetime[i]} signals)"
             )
-    return None
+    if levels is not None:
+        accepted = None if all(x is None for x in levels) else tuple(levels)
+    state.reinstated_dimension_scores = accepted
+    return reason
 
 
 def _maybe_revoke(
@@ -213,19 +169,24 @@ def _maybe_revoke(
 ) -> Revocation | None:
     if state.revoked:
         return None
+    total = recalculation.total_score
+    below = total < config.revocation_threshold
     accepted = state.reinstated_at_score
     if accepted is not None:
-        if recalculation.total_score >= config.revocation_threshold:
-            state.reinstated_at_score = None
-        elif recalculation.total_score >= accepted:
-            return None
-    reason: str | None = None
-    if recalculation.total_score < config.revocation_threshold:
-        reason = f"Trust score {recalculation.total_score} below threshold"
-    else:
-        reason = _floor_breached(state, recalculation, config)
+        if not below:
+            state.reinstated_at_score = None  # recovered: the threshold applies again
+        elif total >= accepted:
+            below = False  # no lower than the operator accepted
+    reason = (
+        f"Trust score {total} below threshold"
+        if below
+        else _floor_breached(state, recalculation, config)
+    )
     if reason is None:
         return None
+    # What the operator accepted belonged to the revocation they lifted.
+    state.reinstated_at_score = None
+    state.reinstated_dimension_scores = None
     state.revoked = True
     state.revocation_count += 1
     state.revocation = Revocation(
@@ -267,6 +228,7 @@ def apply_signal(
         return SKIPPED
 
     state.applied_offsets[d] = trigger.offset
+    state.last_signal_at_ms = now_ms
     recent = state.recent[d]
     recent.append(value)
     if len(recent) > RECENT_SIGNALS_PER_DIMENSION:
@@ -352,10 +314,17 @@ def close_windows(
 
 
 def reinstate(state: AgentState) -> bool:
-    """Lift a revocation. Returns False when the agent was not revoked (nothing changes)."""
+    """Lift a revocation. Returns False when the agent was not revoked (nothing changes).
+
+    The operator accepts the agent's current level: its score (as last recalculated) and each
+    dimension's score (over every signal applied, as its explanation shows them). See
+    :func:`_maybe_revoke` for when it is revoked again.
+    """
     if not state.revoked:
         return False
     state.revoked = False
+    state.reinstated_at_score = state.score
+    state.reinstated_dimension_scores = state.dimension_scores()
     return True
 
 
@@ -386,7 +355,6 @@ def apply_reinstatement(
     lifted = state.revocation
     if lifted is None or not reinstate(state):
         return ReinstateOutcome(refused="the agent is not revoked")
-    state.reinstated_at_score = state.score
     state.reinstatement = Reinstatement(
         reinstatement_id=str(
             uuid.uuid5(_REVOCATION_NAMESPACE, f"{agent_did}#reinstated#{state.revocation_count}")

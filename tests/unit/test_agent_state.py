@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from streams.scoring.agent import (
     AgentState,
+    Reinstatement,
     Revocation,
     ScoreUpdate,
     SignalTrigger,
@@ -185,8 +186,12 @@ def test_reinstate_lifts_the_revocation_and_a_new_breach_revokes_anew() -> None:
 
     # Not revoked -> at risk again while below the warning threshold.
     assert state.is_at_risk(CONFIG)
-    second = signal(state, SECURITY, 1, 0.0, at=T0 + 9).revocation
-    assert second is not None
+    # The operator accepted its level (250): staying there does not revoke it...
+    assert signal(state, SECURITY, 1, 0.0, at=T0 + 8).revocation is None
+    assert state.score == 250 and not state.revoked
+    # ...a fall below it does.
+    second = signal(state, OUTPUT, 0, 0.0, at=T0 + 9).revocation
+    assert second is not None and second.total_score == 150
     assert second.revocation_id == revocation_id(AGENT, 2)
     assert state.revocation_count == 2 and state.revoked
 
@@ -336,6 +341,16 @@ updates = st.builds(
     st.booleans(),
     st.booleans(),
 )
+reinstatements = st.builds(
+    Reinstatement,
+    st.uuids().map(str),
+    small,
+    st.uuids().map(str),
+    st.text(max_size=20),
+    st.text(max_size=40),
+    st.one_of(st.none(), st.text(max_size=20)),
+    st.integers(0, 10**9),
+)
 states = st.builds(
     AgentState,
     recent=st.lists(st.lists(finite_unit, max_size=100), min_size=5, max_size=5),
@@ -352,6 +367,16 @@ states = st.builds(
     revocation=st.one_of(st.none(), revocations),
     last_close_tick=st.integers(-1, 10**9),
     last_updates=st.lists(updates, max_size=3).map(tuple),
+    applied_command_offset=st.integers(-1, 10**9),
+    reinstatement=st.one_of(st.none(), reinstatements),
+    reinstated_at_score=st.one_of(st.none(), st.integers(0, 1000)),
+    reinstated_dimension_scores=st.one_of(
+        st.none(), st.tuples(*[st.one_of(st.none(), scores_0_100)] * 5)
+    ),
+    recent_signals=st.lists(
+        st.tuples(st.integers(0, 4), finite_unit, st.text(max_size=20), small), max_size=10
+    ),
+    last_signal_at_ms=small,
 )
 
 

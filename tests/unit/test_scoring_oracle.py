@@ -29,6 +29,7 @@ from streams.scoring.agent import (
 from streams.scoring.model import (
     DEFAULT_WEIGHTS,
     DIMENSIONS,
+    DimensionFloor,
     ScoringConfig,
     config_problems,
     tier_for,
@@ -213,7 +214,27 @@ def scenarios(draw: st.DrawFn) -> tuple[ScoringConfig, list[Event]]:
     # Random values average a total near 500: thresholds around it make revocations common.
     revocation = draw(st.one_of(st.just(300), st.integers(0, 1000), st.integers(420, 580)))
     warning = draw(st.one_of(st.just(max(500, revocation)), st.integers(revocation, 1000)))
-    config = ScoringConfig.validated(weights, revocation, warning, version=draw(st.integers(0, 9)))
+    # Floors on some dimensions in some scenarios, around the scores random values give (~50).
+    floors = draw(
+        st.one_of(
+            st.just([None] * 5),
+            st.lists(
+                st.one_of(
+                    st.none(),
+                    st.builds(
+                        DimensionFloor,
+                        st.one_of(st.floats(0, 100), st.integers(20, 70).map(float)),
+                        st.integers(1, 5),
+                    ),
+                ),
+                min_size=5,
+                max_size=5,
+            ),
+        )
+    )
+    config = ScoringConfig.validated(
+        weights, revocation, warning, version=draw(st.integers(0, 9)), floors=floors
+    )
     n = draw(st.integers(0, 400))
     return config, decode_events(
         draw(st.binary(min_size=n * EVENT_BYTES, max_size=n * EVENT_BYTES))
@@ -242,6 +263,10 @@ def assert_same(state: AgentState, model: oracle.OracleAgent, scores: bool = Fal
         assert state.revocation.revocation_id == revocation_id(AGENT, model.revocation_count)
     else:
         assert state.revocation is None
+    # What the operator accepted at reinstatement, and what of it still holds.
+    assert state.reinstated_at_score == model.accepted_total
+    accepted = tuple(model.accepted_scores.get(d) for d in DIMS)
+    assert (state.reinstated_dimension_scores or (None,) * 5) == accepted
 
 
 # Passing runs take seconds. On a failure hypothesis may shrink for up to 300 s; let it report the
@@ -255,7 +280,14 @@ def test_agent_state_machine_equals_oracle(
     config, script = scenario
     state = AgentState()
     model = oracle.OracleAgent(
-        config.weights, config.revocation_threshold, config.warning_threshold
+        config.weights,
+        config.revocation_threshold,
+        config.warning_threshold,
+        floors={
+            d: (floor.floor, floor.min_signals)
+            for d, floor in zip(DIMS, config.floors, strict=True)
+            if floor is not None
+        },
     )
     now = clock = START_MS
     last_offset = [-1] * 5
@@ -263,6 +295,7 @@ def test_agent_state_machine_equals_oracle(
     published = oracle.NEW_AGENT_SCORE
     open_windows: dict[int, Window] = {}
     late_total = 0
+    reinstated = 0
 
     def tick(at: int) -> None:
         nonlocal clock, tick_offset, published
@@ -348,11 +381,15 @@ def test_agent_state_machine_equals_oracle(
             else:
                 assert outcome.republish is None
         else:
-            assert reinstate(state) == model.reinstate()
+            lifted = reinstate(state)
+            assert lifted == model.reinstate()
+            reinstated += lifted
         assert_same(state, model)
 
     tick(now + 10 * SIZE_MS)  # everything still open closes
     event(f"revocations: {min(model.revocation_count, 2)}")
+    event(f"floors: {sum(f is not None for f in config.floors)}")
+    event(f"reinstated: {'yes' if reinstated else 'no'}")
     event(f"history length: {'>= 10' if len(model.history) >= 10 else '< 10'}")
     event(f"late signals: {'some' if late_total else 'none'}")
     assert not state.open_windows and not open_windows
