@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,8 +184,16 @@ def create_app(settings: Settings) -> TrustApp:
         if not owned:
             return
         tick = encode_tick(wall_clock_ms())
-        for partition in owned:
-            await app.producer.send(names.ticks, None, tick, partition, None, None)
+        try:
+            for partition in owned:
+                await app.producer.send(names.ticks, None, tick, partition, None, None)
+        except Exception as exc:  # the broker is away: the next tick carries the time anyway
+            now = time.monotonic()
+            if now - tick_failure_logged[0] >= 30.0:
+                tick_failure_logged[0] = now
+                log.warning("Sending ticks failed (%s); windows close once they get through", exc)
+
+    tick_failure_logged: list[float] = [-30.0]
 
     expiry = AgentExpiry(pipeline, settings.agent_ttl_seconds)
 
