@@ -44,3 +44,14 @@ async def set_topic_settings(bootstrap: str, topic: str, settings: dict[str, str
 async def broker_message_limit(bootstrap: str, topic: str) -> int:
     """The largest record batch the broker accepts on ``topic`` (``max.message.bytes``)."""
     return int(await topic_setting(bootstrap, topic, "max.message.bytes"))
+
+
+async def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        response = await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+    for topic, code, *_ in response.topic_error_codes:
+        assert code == 0, f"deleting {topic}: error {code}"

@@ -29,6 +29,21 @@ def try_get(base_url: str, path: str, timeout: float = 5.0) -> tuple[int, str] |
         return None
 
 
+def poll_page(
+    base_url: str, path: str, predicate: Callable[[int, str], bool], timeout: float
+) -> tuple[bool, tuple[int, str] | None]:
+    """Poll ``path`` until ``predicate(status, body)`` holds or ``timeout`` passes: whether it
+    did, and the last answer (None: the server did not answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = try_get(base_url, path)
+        if last is not None and predicate(*last):
+            return True, last
+        if time.monotonic() >= deadline:
+            return False, last
+        time.sleep(0.2)
+
+
 def wait_for_page(
     base_url: str,
     path: str,
@@ -37,16 +52,11 @@ def wait_for_page(
     what: str,
 ) -> tuple[int, str]:
     """Poll ``path`` until ``predicate(status, body)`` holds; fail with the last answer."""
-    deadline = time.monotonic() + timeout
-    last: tuple[int, str] | None = None
-    while True:
-        last = try_get(base_url, path)
-        if last is not None and predicate(*last):
-            return last
-        if time.monotonic() >= deadline:
-            shown = "no answer" if last is None else f"{last[0]}: {last[1][:2000]}"
-            raise AssertionError(f"{what}: {path} never did within {timeout:.0f} s; last {shown}")
-        time.sleep(0.2)
+    held, last = poll_page(base_url, path, predicate, timeout)
+    if not held or last is None:
+        shown = "no answer" if last is None else f"{last[0]}: {last[1][:2000]}"
+        raise AssertionError(f"{what}: {path} never did within {timeout:.0f} s; last {shown}")
+    return last
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
