@@ -7,7 +7,10 @@ import subprocess
 import urllib.error
 import urllib.request
 
+import pytest
+
 from streams.messages import ReinstatementEvent, RevocationEvent
+from tests.oracle import dimension_score
 from tests.support.cli import run_cli
 from tests.support.kafka_io import consume, produce
 from tests.support.signals import Fleet
@@ -130,3 +133,73 @@ def _post(port: str, path: str, body: dict, token: str) -> tuple[int, dict]:  # 
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+async def test_an_agent_a_floor_revoked_stays_reinstated_until_that_dimension_falls_further(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    worker = spawn_worker(window_seconds="1", grace_seconds="0.5")
+    worker.wait_until_assigned(timeout=120)
+    floor = cli(worker.env, "config", "set", "--floor", "security_posture=40:3")
+    assert floor.returncode == 0, floor.stderr
+    version = json.loads(floor.stdout)["version"]
+    worker.wait_for_log(f"Scoring configuration version {version} in force", timeout=60)
+    fleet = Fleet(topic_prefix)
+    did = "did:mesh:floored-then-reinstated"
+    scores = f"{topic_prefix}trust.scores"
+    revocations = f"{topic_prefix}trust.revocations"
+
+    # Security at 20, below its floor of 40 (the total, 425, is far above the threshold).
+    await produce(kafka_bootstrap, [fleet.record(did, "security_posture", 0.2)] * 3)
+    first = await consume(
+        kafka_bootstrap,
+        [revocations],
+        until=lambda r: len(r) >= 1,
+        timeout=30,
+        what="the floor's revocation",
+    )
+    revoked = RevocationEvent.model_validate(first[0].json())
+    assert revoked.reason == "security_posture score 20.0 below its floor 40 (after 3 signals)"
+    assert revoked.total_score == 425
+
+    done = cli(worker.env, "reinstate", "--agent", did, "--reason", "accepted risk")
+    assert done.returncode == 0, done.stderr
+
+    # Windows close, one after another, with security still at 20 and no new bad signal: the
+    # operator accepted that level, so the agent stays reinstated.
+    for batch in range(1, 4):
+        await produce(kafka_bootstrap, [fleet.record(did, "policy_compliance", 1.0)])
+        updates = await consume(
+            kafka_bootstrap,
+            [scores],
+            until=lambda r, n=batch: any(
+                u.json()["dimensions"]["policy_compliance"]["signal_count"] == n for u in r
+            ),
+            timeout=30,
+            what=f"the update of window {batch} after the reinstatement",
+        )
+        latest = updates[-1].json()
+        assert latest["revoked"] is False
+        assert latest["dimensions"]["security_posture"]["score"] == pytest.approx(20.0)
+    records = await consume(
+        kafka_bootstrap, [revocations], until=lambda r: len(r) >= 2, timeout=30, what="audit"
+    )
+    assert [r.json().get("type") for r in records[1:]] == ["reinstated"]  # nothing after it
+
+    # A further fall of that dimension revokes it again, as a new revocation.
+    await produce(kafka_bootstrap, [fleet.record(did, "security_posture", 0.0)])
+    records = await consume(
+        kafka_bootstrap,
+        [revocations],
+        until=lambda r: len(r) >= 3,
+        timeout=30,
+        what="the second revocation",
+    )
+    second = RevocationEvent.model_validate(records[2].json())
+    assert second.revocation_id != revoked.revocation_id
+    fallen = dimension_score([0.2, 0.2, 0.2, 0.0])
+    assert (
+        second.reason == f"security_posture score {fallen:.1f} below its floor 40 (after 4 signals)"
+    )
+    assert second.trigger.kind == "signal"
+    assert "Traceback" not in worker.log
