@@ -30,7 +30,7 @@ class TopicNames:
 
     @property
     def config(self) -> str:
-        """Compacted, one partition: every worker reads every scoring-configuration update."""
+        """One partition, every record kept: every worker reads every configuration update."""
         return f"{self.prefix}trust.config"
 
     @property
