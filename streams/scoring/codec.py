@@ -6,8 +6,8 @@ shortest round-tripping form, so scores recomputed from decoded state are bit-id
 element is the format version; a decoder meeting a newer version fails loudly instead of guessing.
 
 Decoding trusts nothing: stored bytes can be damaged (a disk, a forged changelog record), so every
-field's shape, type and range is checked, and anything else than a state the transitions can
-work on raises :class:`StateFormatError` (and nothing else).
+field's shape, type and range is checked (:mod:`.decoding`), and anything else than a state the
+transitions can work on raises :class:`StateFormatError` (and nothing else).
 
 Formats: 1 had 17 elements; 2 adds each dimension's score accepted at reinstatement and the time
 the last signal was applied.
@@ -19,31 +19,14 @@ from typing import Any
 
 import orjson
 
-from .agent import (
-    EXPLAINED_SIGNALS,
-    N_DIMENSIONS,
-    AgentState,
-    Reinstatement,
-    Revocation,
-    ScoreUpdate,
-    SignalTrigger,
-    WindowTally,
-    WindowTrigger,
-)
-from .model import HISTORY_LENGTH, RECENT_SIGNALS_PER_DIMENSION
+from .agent import AgentState, Reinstatement, Revocation, ScoreUpdate, SignalTrigger
+from .decoding import StateFormatError as StateFormatError
+from .decoding import state_from_fields
 
 FORMAT_VERSION = 2
 #: Formats this release reads.
 READABLE_FORMATS = (1, 2)
 _FIELDS = {1: 17, 2: 19}
-_N = N_DIMENSIONS
-#: Counters are incremented: at or above this, one more could exceed what orjson can write.
-_BIG = 1 << 63
-_NUMBER = (float, int)
-
-
-class StateFormatError(ValueError):
-    """Stored agent state could not be decoded: it was written by a newer or a broken release."""
 
 
 def _encode_revocation(r: Revocation | None) -> list[Any] | None:
@@ -159,262 +142,10 @@ def decode_state(data: bytes) -> AgentState:
             f"this one {len(raw)}"
         )
     try:
-        return _state_from_fields(raw)
+        return state_from_fields(raw)
     except (ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:
         # StateFormatError is a ValueError; the others come from unpacking or comparing a
         # value of the wrong shape or type: damaged all the same.
         if isinstance(exc, StateFormatError):
             raise
         raise StateFormatError(f"agent state record is damaged: {exc!r}") from exc
-
-
-# The checks below run for every state read, on the hot path: each is one expression over a
-# field, and loops over values are left to builtins. ``type(sum(xs)) is int`` says every value is
-# an integer (a float makes the sum a float; anything else raises TypeError), several times
-# faster than a type check per value; min and max raise TypeError on anything not comparable
-# with a number. (Booleans pass as 0 and 1, which is harmless wherever a number is read.)
-
-
-def _damaged(what: str) -> StateFormatError:
-    return StateFormatError(f"agent state record is damaged: {what}")
-
-
-def _counts(items: Any) -> bool:
-    """Exactly one counter per dimension, each small enough to be incremented."""
-    return (
-        type(items) is list and len(items) == _N and type(sum(items)) is int and max(items) < _BIG
-    )
-
-
-def _scores(items: Any) -> bool:
-    """Exactly one score in [0, 100] per dimension."""
-    return type(items) is list and len(items) == _N and min(items) >= 0.0 and max(items) <= 100.0
-
-
-def _decode_revocation(raw: Any) -> Revocation | None:
-    if raw is None:
-        return None
-    rid, at, total, threshold, reason, scores, trig, version = raw
-    if not (
-        type(rid) is str
-        and type(at) is int
-        and type(total) is int
-        and type(threshold) is int
-        and type(reason) is str
-        and _scores(scores)
-        and type(trig) is list
-        and type(version) is int
-    ):
-        raise _damaged("its revocation")
-    trigger: SignalTrigger | WindowTrigger
-    if len(trig) == 5 and trig[0] == 0:
-        _, d, partition, offset, signal_id = trig
-        if not (
-            type(d) is int
-            and 0 <= d < _N
-            and type(partition) is int
-            and type(offset) is int
-            and (signal_id is None or type(signal_id) is str)
-        ):
-            raise _damaged("its revocation's trigger")
-        trigger = SignalTrigger(d, partition, offset, signal_id)
-    elif len(trig) == 2 and trig[0] == 1 and type(trig[1]) is int:
-        trigger = WindowTrigger(trig[1])
-    else:
-        raise _damaged("its revocation's trigger")
-    return Revocation(rid, at, total, threshold, reason, tuple(scores), trigger, version)
-
-
-def _decode_reinstatement(raw: Any) -> Reinstatement | None:
-    if raw is None:
-        return None
-    rid, at, lifted, by, reason, request_id, offset = raw
-    if not (
-        type(rid) is str
-        and type(at) is int
-        and type(lifted) is str
-        and type(by) is str
-        and type(reason) is str
-        and (request_id is None or type(request_id) is str)
-        and type(offset) is int
-    ):
-        raise _damaged("its reinstatement")
-    return Reinstatement(rid, at, lifted, by, reason, request_id, offset)
-
-
-def _decode_update(raw: Any) -> ScoreUpdate:
-    (start, end, total, prev, scores, lifetime, counts, late, version, at, revoked, at_risk) = raw
-    if not (
-        type(start) is int
-        and type(end) is int
-        and type(total) is int
-        and type(prev) is int
-        and _scores(scores)
-        and _counts(lifetime)
-        and _counts(counts)
-        and type(late) is int
-        and type(version) is int
-        and type(at) is int
-        and type(revoked) is bool
-        and type(at_risk) is bool
-    ):
-        raise _damaged("a score update it keeps")
-    return ScoreUpdate(
-        start,
-        end,
-        total,
-        prev,
-        tuple(scores),
-        tuple(lifetime),
-        tuple(counts),
-        late,
-        version,
-        at,
-        revoked,
-        at_risk,
-    )
-
-
-def _decode_history(flat: Any) -> list[tuple[int, int]]:
-    if not (
-        type(flat) is list
-        and len(flat) % 2 == 0
-        and len(flat) <= 2 * HISTORY_LENGTH
-        and type(sum(flat)) is int
-    ):
-        raise _damaged("its history")
-    history = []
-    at = 0
-    for i in range(0, len(flat), 2):
-        at += flat[i]
-        history.append((at, flat[i + 1]))
-    # Times are written as differences from the previous one: the next to be written is taken
-    # from the last time, which must be one a difference can be written from.
-    if not -_BIG <= at < _BIG:
-        raise _damaged("its history's times")
-    return history
-
-
-def _decode_windows(raw: Any) -> dict[int, WindowTally]:
-    if type(raw) is not list:
-        raise _damaged("its open windows")
-    windows = {}
-    for start, counts, late in raw:
-        if not (type(start) is int and _counts(counts) and type(late) is int and late < _BIG):
-            raise _damaged("an open window")
-        windows[start] = WindowTally(counts, late)
-    return windows
-
-
-def _decode_recent(raw: Any) -> list[list[float]]:
-    if not (type(raw) is list and len(raw) == _N):
-        raise _damaged("its recent values")
-    for values in raw:
-        if not (
-            type(values) is list
-            and len(values) <= RECENT_SIGNALS_PER_DIMENSION
-            and (not values or (min(values) >= 0.0 and max(values) <= 1.0))
-        ):
-            raise _damaged("its recent values")
-    return raw
-
-
-def _decode_explained(raw: Any) -> list[tuple[int, float, str, int]]:
-    if not (type(raw) is list and len(raw) <= EXPLAINED_SIGNALS):
-        raise _damaged("its recent signals")
-    explained = []
-    for d, value, source, at in raw:
-        if not (
-            type(d) is int
-            and 0 <= d < _N
-            and type(value) in _NUMBER
-            and 0.0 <= value <= 1.0
-            and type(source) is str
-            and type(at) is int
-        ):
-            raise _damaged("its recent signals")
-        explained.append((d, value, source, at))
-    return explained
-
-
-def _decode_accepted(raw: Any) -> tuple[float | None, ...] | None:
-    if raw is None:
-        return None
-    if not (
-        type(raw) is list
-        and len(raw) == _N
-        and all(v is None or (type(v) in _NUMBER and 0.0 <= v <= 100.0) for v in raw)
-    ):
-        raise _damaged("its accepted dimension scores")
-    return tuple(raw)
-
-
-def _state_from_fields(raw: list[Any]) -> AgentState:
-    (
-        _,
-        recent,
-        lifetime,
-        applied,
-        windows,
-        score,
-        published,
-        history,
-        revoked,
-        revocation_count,
-        revocation,
-        last_close_tick,
-        last_updates,
-        applied_command_offset,
-        reinstatement,
-        reinstated_at_score,
-        recent_signals,
-        *added,
-    ) = raw
-    if not (
-        _counts(lifetime)
-        and type(applied) is list
-        and len(applied) == _N
-        and type(sum(applied)) is int
-        and max(applied) < _BIG  # Kafka offsets are signed 64-bit
-        and type(score) is int
-        and type(published) is int
-        and type(revoked) is bool
-        and type(revocation_count) is int
-        and revocation_count < _BIG
-        and type(last_close_tick) is int
-        and last_close_tick < _BIG
-        and type(last_updates) is list
-        and type(applied_command_offset) is int
-        and applied_command_offset < _BIG
-        and (reinstated_at_score is None or type(reinstated_at_score) is int)
-    ):
-        raise _damaged("a count, score, flag or offset")
-    state = AgentState(
-        recent=_decode_recent(recent),
-        lifetime=lifetime,
-        applied_offsets=applied,
-        open_windows=_decode_windows(windows),
-        score=score,
-        published_score=published,
-        history=_decode_history(history),
-        revoked=revoked,
-        revocation_count=revocation_count,
-        revocation=_decode_revocation(revocation),
-        last_close_tick=last_close_tick,
-        last_updates=tuple(_decode_update(u) for u in last_updates),
-        applied_command_offset=applied_command_offset,
-        reinstatement=_decode_reinstatement(reinstatement),
-        reinstated_at_score=reinstated_at_score,
-        recent_signals=_decode_explained(recent_signals),
-    )
-    if added:  # format 2
-        accepted, last_signal_at = added
-        if type(last_signal_at) is not int:
-            raise _damaged("its last signal time")
-        state.reinstated_dimension_scores = _decode_accepted(accepted)
-        state.last_signal_at_ms = last_signal_at
-    elif not state.revoked and state.reinstated_at_score is not None:
-        # Format 1 kept no dimension levels. A state reinstated and not recalculated since
-        # accepts its dimensions as they are, the nearest to what the operator saw.
-        state.reinstated_dimension_scores = state.dimension_scores()
-    return state

@@ -32,7 +32,7 @@ from tests.support.broker import provide_broker
 #: (component, substrings of a frame "function (file:line)") from the most specific on; the
 #: innermost frame that matches one decides where a sample's time went.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("state codec (encode/decode)", ("streams/scoring/codec.py",)),
+    ("state codec (encode/decode)", ("streams/scoring/codec.py", "streams/scoring/decoding.py")),
     ("scoring model", ("streams/scoring/",)),
     ("signal validation (intake, pydantic)", ("streams/intake.py", "pydantic")),
     ("output messages", ("streams/outputs.py", "streams/messages.py")),
