@@ -137,6 +137,35 @@ class PipelineCollector(Collector):
         for (topic, kind), count in sorted(counters.internal_rejected.items()):
             rejected.add_metric([topic, kind], count)
         yield rejected
+        state = self._pipeline.store.counters
+        for name, documentation, value in (
+            (
+                "trust_local_store_resets",
+                "Partition databases found damaged, deleted and restored from the changelog",
+                state.local_store_resets,
+            ),
+            (
+                "trust_state_entries_dropped",
+                "Undecodable state entries still found after a full restore (deleted locally)",
+                state.state_entries_dropped,
+            ),
+            (
+                "trust_agents_expired",
+                "Idle agents removed under TRUST_AGENT_TTL_DAYS (tombstoned in the changelog)",
+                state.agents_expired,
+            ),
+            (
+                "trust_config_records_rejected",
+                "Records of the config topic ignored as invalid (the last valid version stays)",
+                self._config.rejected_records,
+            ),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+        yield GaugeMetricFamily(
+            "trust_live_agents",
+            "Agents held in the partitions this worker owns",
+            value=state.live_agents(self._pipeline.restored),
+        )
         yield GaugeMetricFamily(
             "trust_config_version",
             "Scoring configuration version in force",
