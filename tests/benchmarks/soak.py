@@ -331,13 +331,14 @@ async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: fl
             await probe_producer.flush()
             await sampling
             print(f"load done: {sent:,} signals in {seconds:.0f} s", flush=True)
-            wait = WINDOW_SECONDS + GRACE_SECONDS + REVOCATION_WAIT_S
-            await revocations.wait_for({p.did.encode() for p in probes}, wait)
+            # From the end of the load: what was left of it, and how long it took to apply.
             drain_s: float | None = None
             with contextlib.suppress(BenchmarkFailure):
                 drain_s = await wait_until_applied(
                     worker, primed + sent + len(probes), DRAIN_WAIT_S, "draining the load"
                 )
+            wait = WINDOW_SECONDS + GRACE_SECONDS + REVOCATION_WAIT_S
+            await revocations.wait_for({p.did.encode() for p in probes}, wait)
             probed = classify(probes, revocations, probe_topic, expected_total, t0)
             end_rss, peak_rss = state.memory_mib(state.pid_of(worker))
             end_metrics = await asyncio.to_thread(state.scrape, worker)

@@ -180,6 +180,10 @@ async def test_soak_samples_every_interval_and_measures_every_probe(
     if "soak_live_agents_max" in value:
         # Never more live agents than were ever sent a signal.
         assert value["soak_live_agents_max"] <= params["agents"] + value["soak_probes"]
+    if "soak_agents_expired" in value:
+        # The first cohort idled for longer than the TTL before the end: expiry was exercised.
+        assert value["soak_agents_idle_past_ttl"] > 0
+        assert value["soak_agents_expired"] > 0
 
 
 async def test_flood_measures_memory_and_disk_per_never_seen_agent(
