@@ -158,8 +158,11 @@ async def test_forged_ticks_commands_and_configs_change_nothing(
 
     def all_updates(records: list[Record]) -> bool:
         _check_alive(worker, pid, "waiting for the updates")
-        seen = {(r.json()["agent_did"], iso_ms(r.json()["window_start"])) for r in records}
-        return seen >= set(expected)
+        bodies = [r.json() for r in records]
+        for body in bodies:  # a moved clock shows at once: early closes, late signals
+            early = iso_ms(body["computed_at"]) < iso_ms(body["window_end"]) + GRACE_S * 1000
+            assert not early and body["late_signals"] == 0, f"a forged tick moved the clock: {body}"
+        return {(b["agent_did"], iso_ms(b["window_start"])) for b in bodies} >= set(expected)
 
     records = await consume(
         kafka_bootstrap,
