@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import WriteBatch
 
+from .changelog import PERSISTED_OFFSET_KEY
 from .statecheck import PartitionCheck, check_partition, drop_damaged, offset_problem
-from .statestore import PERSISTED_OFFSET_KEY, StateStore
+from .statestore import StateStore
 
 log = logging.getLogger(__name__)
 

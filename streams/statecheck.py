@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 import orjson
 from rocksdict import WriteBatch
 
+from .changelog import PERSISTED_OFFSET_KEY
 from .closing import PartitionClock, PartitionSchedule
 from .scoring.agent import AgentState
 from .scoring.codec import decode_state
 from .statefiles import raw_items
 from .statestore import (
     CLOCK_KEY,
-    PERSISTED_OFFSET_KEY,
     RESERVED_PREFIX,
     SIGNAL_POSITIONS_KEY,
     StateStore,

@@ -22,7 +22,6 @@ Keys are raw DID bytes, the same bytes producers partition by.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
+from .changelog import PERSISTED_OFFSET_KEY, ChangelogWriter
 from .delivery import DeliveryHealth, Retrying
 from .scoring.agent import AgentState
 from .scoring.codec import decode_state, encode_state
@@ -39,7 +39,6 @@ from .statefiles import StateCounters, open_or_wipe, wipe
 #: Keys that are not agents start with a NUL byte, which no DID can contain.
 RESERVED_PREFIX = b"\x00"
 CLOCK_KEY = b"\x00partition-clock"
-PERSISTED_OFFSET_KEY = b"\x00changelog-offset"
 #: Next offset to read per signal topic (dimension order): written after the states they led to,
 #: in the same changelog partition, so a database never holds a position ahead of its states.
 SIGNAL_POSITIONS_KEY = b"\x00signal-positions"
@@ -67,8 +66,6 @@ class StateStore:
     ) -> None:
         self.directory = state_dir / "agent-state"
         self.changelog_topic = changelog_topic
-        #: The AIOKafkaProducer to write the changelog with (the one whose flush makes it durable).
-        self._producer = producer
         self._dbs: dict[int, Rdict] = {}
         # Decoded states of recently active agents, per partition: decoding is the largest cost
         # of a read. Entries are the very objects last written, so they never go stale while the
@@ -81,11 +78,13 @@ class StateStore:
         # Taken from the stage by a persist that writes them a slice at a time; read like the
         # stage until written.
         self._persisting: dict[int, dict[bytes, AgentState]] = {}
-        # Changelog batches sent and not yet known to be stored: (future, partition, keys).
-        self._unconfirmed: list[tuple[asyncio.Future[Any], int, list[bytes]]] = []
-        self._confirming = asyncio.Lock()
-        #: Retries and reports changelog batches the broker refused.
-        self.delivery = delivery if delivery is not None else Retrying(DeliveryHealth())
+        #: Sends states to the changelog and confirms them (retrying what the broker refused).
+        self.changelog = ChangelogWriter(
+            changelog_topic,
+            producer,
+            delivery if delivery is not None else Retrying(DeliveryHealth()),
+            self.db,
+        )
         #: Resets, dropped entries, expired and live agents (see streams.statefiles).
         self.counters = StateCounters()
 
@@ -186,7 +185,7 @@ class StateStore:
             batch.delete(key)
             self._cache.pop((partition, key), None)
         self.db(partition).write(batch)
-        await self._send(partition, [(key, None) for key in keys])
+        await self.changelog.send(partition, [(key, None) for key in keys])
 
     def forget(self, partitions: set[int] | None = None) -> None:
         """Drop cached and staged states of ``partitions`` (all when None).
@@ -274,67 +273,12 @@ class StateStore:
         for key, value in items:
             batch.put(key, value)
         db.write(batch)
-        await self._send(partition, items)
-
-    async def _send(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
-        producer = self._producer()
-        db = self.db(partition)
-        builder = producer.create_batch()
-        keys: list[bytes] = []
-        for key, value in items:
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                await self._sent(producer, builder, partition, db, keys)
-                builder = producer.create_batch()
-                keys = []
-                builder.append(key=key, value=value, timestamp=None)
-            keys.append(key)
-        await self._sent(producer, builder, partition, db, keys)
-
-    async def _sent(
-        self, producer: Any, builder: Any, partition: int, db: Rdict, keys: list[bytes]
-    ) -> None:
-        future = await producer.send_batch(builder, self.changelog_topic, partition=partition)
-        _remember_offset(future, db, len(keys))
-        self._unconfirmed.append((future, partition, keys))
+        await self.changelog.send(partition, items)
 
     async def confirm(self) -> None:
-        """Return once the changelog holds every record sent before this call.
-
-        A batch the changelog refused is sent again, with each key's current local value (never
-        an older one than a later write may already have sent), until it is stored: whatever
-        depends on these states (an output, a signal position) must wait, however long.
-        """
-        async with self._confirming:
-            entries, self._unconfirmed = self._unconfirmed, []
-            while entries:
-                results = await asyncio.gather(*(f for f, _, _ in entries), return_exceptions=True)
-                failed: dict[int, list[bytes]] = {}
-                error: BaseException | None = None
-                for (_, partition, keys), result in zip(entries, results, strict=True):
-                    if isinstance(result, asyncio.CancelledError):
-                        raise result
-                    if isinstance(result, BaseException):
-                        failed.setdefault(partition, []).extend(keys)
-                        error = result
-                if error is None:
-                    self.delivery.recovered(self.changelog_topic)
-                    return
-                await self.delivery.failed(self.changelog_topic, error)
-                for partition, keys in failed.items():
-                    db = self.db(partition)
-                    await self._send(partition, [(key, db.get(key)) for key in dict.fromkeys(keys)])
-                entries, self._unconfirmed = self._unconfirmed, []
-
-
-def _remember_offset(future: asyncio.Future[Any], db: Rdict, count: int) -> None:
-    """Once a changelog batch is stored by Kafka, record its last offset as the database's
-    persisted offset, so a restart replays only the changelog written after it."""
-
-    def done(f: asyncio.Future[Any]) -> None:
-        if not f.cancelled() and f.exception() is None:
-            db[PERSISTED_OFFSET_KEY] = str(f.result().offset + count - 1).encode()
-
-    future.add_done_callback(done)
+        """Return once the changelog holds every record sent before this call (see
+        :meth:`streams.changelog.ChangelogWriter.confirm`)."""
+        await self.changelog.confirm()
 
 
 class PartitionStates:

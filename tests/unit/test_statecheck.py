@@ -11,6 +11,7 @@ import orjson
 import pytest
 from rocksdict import Options, Rdict
 
+from streams.changelog import PERSISTED_OFFSET_KEY
 from streams.closing import PartitionClock
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import encode_state
@@ -27,7 +28,6 @@ from streams.statecheck import (
 from streams.statefiles import StateCounters, is_lock_error, open_or_wipe, wipe
 from streams.statestore import (
     CLOCK_KEY,
-    PERSISTED_OFFSET_KEY,
     SIGNAL_POSITIONS_KEY,
     StateStore,
     open_partition_db,
