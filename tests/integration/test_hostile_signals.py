@@ -29,7 +29,7 @@ from tests.support.outcomes import (
     steady_stream,
 )
 from tests.support.signals import Fleet, signal_topic
-from tests.support.web import get, metric_sum, wait_for_page
+from tests.support.web import get, metric_sum, try_get, wait_for_page
 from tests.support.worker import WorkerProcess
 
 PARTITIONS = 3
@@ -78,13 +78,20 @@ async def _check_dead_letters(
     """Every bad record has its letter (repeats identical), bounded; returns the largest size."""
     pid = worker.process.pid if worker.process else -1
 
+    deadletter = f"{prefix}signals.deadletter"
+
     def every_letter(found: list[Record]) -> bool:
         _alive(worker, pid, "the dead letters")
-        return {letter_position(r.value) for r in found} >= set(expected)
+        if {letter_position(r.value) for r in found} >= set(expected):
+            return True
+        ready = try_get(worker.base_url, "/readyz")
+        if ready is not None and f"delivery to {deadletter} failing" in ready[1]:
+            raise AssertionError(f"the dead-letter topic refuses a dead letter: {ready[1]}")
+        return False
 
     dead = await consume(
         bootstrap,
-        [f"{prefix}signals.deadletter"],
+        [deadletter],
         until=every_letter,
         timeout=120,
         what=f"{len(expected)} dead letters",
