@@ -17,6 +17,7 @@ import faust
 from faust.types import TP
 
 from .api import install as install_api
+from .brokerwatch import BrokerWatch, metadata_probe
 from .closing import encode_tick
 from .config_topic import ConfigFollower
 from .delivery import Delivery, DeliveryHealth, Retrying
@@ -105,9 +106,12 @@ def create_app(settings: Settings) -> TrustApp:
         partitions=settings.partitions,
     )
     config = ConfigFollower(settings.kafka_bootstrap_servers, names.config, settings.scoring_config)
+
     # The AIOKafkaProducer behind Faust's: the changelog and every output go through it, and each
     # delivery is confirmed (see streams.delivery).
-    kafka_producer = lambda: app.producer._ensure_producer()  # type: ignore[attr-defined]  # noqa: E731
+    def kafka_producer() -> Any:
+        return app.producer._ensure_producer()  # type: ignore[attr-defined]
+
     retrying = Retrying(DeliveryHealth())
     store = StateStore(
         state_dir=settings.state_dir,
@@ -201,6 +205,12 @@ def create_app(settings: Settings) -> TrustApp:
     async def expire_idle_agents() -> None:
         await expiry.run()
 
+    broker = BrokerWatch(metadata_probe(lambda: kafka_producer().client, names.config))
+
+    @app.task
+    async def watch_broker() -> None:
+        await broker.run()
+
     last_reported: list[str] = [""]
 
     @app.timer(10.0, name="progress-report")
@@ -276,6 +286,6 @@ def create_app(settings: Settings) -> TrustApp:
         task.add_done_callback(crash_on_failure)
         takeover[0] = task
 
-    install_observability(app, pipeline, config, feed)
+    install_observability(app, pipeline, config, feed, broker)
     install_api(app, settings, table, store, config)
     return TrustApp(app, settings, names, table, pipeline, config, feed)

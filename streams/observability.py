@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .brokerwatch import BrokerWatch
 from .config_topic import ConfigFollower
 from .feed import SignalFeed
 from .pipeline import ScoringPipeline
@@ -75,11 +76,13 @@ class PipelineCollector(Collector):
         pipeline: ScoringPipeline,
         config: ConfigFollower,
         feed: SignalFeed | None = None,
+        broker: BrokerWatch | None = None,
     ) -> None:
         self._app = app
         self._pipeline = pipeline
         self._config = config
         self._feed = feed
+        self._broker = broker
 
     def collect(self) -> Iterator[Metric]:
         counters = self._pipeline.counters
@@ -161,6 +164,12 @@ class PipelineCollector(Collector):
             ),
         ):
             yield CounterMetricFamily(name, documentation, value=value)
+        if self._broker is not None:
+            yield GaugeMetricFamily(
+                "trust_broker_reachable",
+                "1 while the Kafka broker answers this worker's probe (every 2 s)",
+                value=0 if self._broker.unreachable_since is not None else 1,
+            )
         yield GaugeMetricFamily(
             "trust_live_agents",
             "Agents held in the partitions this worker owns",
@@ -201,11 +210,15 @@ class PipelineCollector(Collector):
 
 
 def install(
-    app: Any, pipeline: ScoringPipeline, config: ConfigFollower, feed: SignalFeed | None = None
+    app: Any,
+    pipeline: ScoringPipeline,
+    config: ConfigFollower,
+    feed: SignalFeed | None = None,
+    broker: BrokerWatch | None = None,
 ) -> None:
     """Register the health, readiness and metrics pages and the latency histogram."""
     registry = CollectorRegistry()
-    registry.register(PipelineCollector(app, pipeline, config, feed))
+    registry.register(PipelineCollector(app, pipeline, config, feed, broker))
     latency = LatencyHistogram()
     registry.register(latency)
     pipeline.observe_latency = latency.observe
@@ -226,6 +239,8 @@ def install(
             if not config.ready.is_set():
                 waiting.append("reading the scoring configuration")
             waiting.extend(pipeline.delivery.retrying.health.describe_blocked())
+            if broker is not None:
+                waiting.extend(broker.describe())
             if waiting:
                 return self.json({"ready": False, "waiting_for": waiting}, status=503)
             return self.json({"ready": True, "config_version": config.current.version})
