@@ -187,6 +187,8 @@ def create_app(settings: Settings) -> TrustApp:
         owned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == names.ticks)
         if not owned:
             return
+        if broker.unreachable_since is not None:
+            return  # queued, they would only feed the producer's metadata retries; none is owed
         tick = encode_tick(wall_clock_ms())
         try:
             for partition in owned:

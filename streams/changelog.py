@@ -15,7 +15,7 @@ from typing import Any
 
 from rocksdict import Rdict
 
-from .delivery import Retrying
+from .delivery import Retrying, acknowledged
 
 #: The last changelog offset a partition's database is known to contain: a restart reads only the
 #: changelog after it.
@@ -70,7 +70,10 @@ class ChangelogWriter:
         async with self._confirming:
             entries, self._unconfirmed = self._unconfirmed, []
             while entries:
-                results = await asyncio.gather(*(f for f, _, _ in entries), return_exceptions=True)
+                results = await acknowledged(
+                    [f for f, _, _ in entries],
+                    lambda seconds, _: self.retrying.stalled(self.topic, seconds),
+                )
                 failed: dict[int, list[bytes]] = {}
                 error: BaseException | None = None
                 for (_, partition, keys), result in zip(entries, results, strict=True):

@@ -78,8 +78,13 @@ class Retrying:
 
     async def failed(self, topic: str, error: BaseException | str) -> None:
         """Record a failed delivery to ``topic`` and wait before the next try."""
-        reason = error if isinstance(error, str) else _describe(error)
         self.health.failures[topic] += 1
+        self._report(topic, error if isinstance(error, str) else _describe(error))
+        delay = self._delay.get(topic, self._retry_initial)
+        self._delay[topic] = min(delay * 2, self._retry_max)
+        await self._sleep(delay)
+
+    def _report(self, topic: str, reason: str) -> None:
         since = self.health.blocked.get(topic, (time.monotonic(), ""))[0]
         self.health.blocked[topic] = (since, reason)
         now = time.monotonic()
@@ -92,9 +97,12 @@ class Retrying:
                 reason,
                 self._log_interval,
             )
-        delay = self._delay.get(topic, self._retry_initial)
-        self._delay[topic] = min(delay * 2, self._retry_max)
-        await self._sleep(delay)
+
+    def stalled(self, topic: str, seconds: float) -> None:
+        """Deliveries to ``topic`` have had no answer for ``seconds``: the producer is still
+        retrying by itself (a topic that does not exist, a broker away), which can last as long
+        as its request timeout. Shown as blocked meanwhile; not counted as a failure."""
+        self._report(topic, f"no acknowledgement from the broker for {seconds:.0f} s")
 
     def recovered(self, topic: str) -> None:
         self._delay.pop(topic, None)
@@ -109,10 +117,13 @@ class Retrying:
 class Delivery:
     """Sends records through one producer and confirms them (see the module docstring)."""
 
-    def __init__(self, producer: Callable[[], Any], retrying: Retrying) -> None:
+    def __init__(
+        self, producer: Callable[[], Any], retrying: Retrying, *, patience: float = 5.0
+    ) -> None:
         #: Returns the AIOKafkaProducer to send with (created late: it binds the event loop).
         self._producer = producer
         self.retrying = retrying
+        self._patience = patience
 
     async def send(self, records: Sequence[Outgoing]) -> None:
         """Send ``records`` in order and return once Kafka has confirmed every one."""
@@ -143,13 +154,43 @@ class Delivery:
                 refused = (index, _describe(exc))
                 break
             futures.append(future)
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        topic_of = {id(f): r.topic for f, r in zip(futures, records, strict=False)}
+
+        def stalled(seconds: float, waiting: set[asyncio.Future[Any]]) -> None:
+            for topic in {topic_of[id(f)] for f in waiting}:
+                self.retrying.stalled(topic, seconds)
+
+        results = await acknowledged(futures, stalled, self._patience)
         for index, result in enumerate(results):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
                 return index, _describe(result)
         return refused
+
+
+#: How long acknowledgements may be outstanding before the deliveries count as blocked.
+PATIENCE_SECONDS = 5.0
+
+
+async def acknowledged(
+    futures: Sequence[asyncio.Future[Any]],
+    on_stall: Callable[[float, set[asyncio.Future[Any]]], None],
+    patience: float = PATIENCE_SECONDS,
+) -> list[Any]:
+    """Each future's result or exception, once all are done; ``on_stall(seconds waited, the
+    futures still waiting)`` every ``patience`` seconds until then. The futures are never
+    cancelled: the producer goes on retrying them, and a record it stores late is still stored."""
+    started = time.monotonic()
+    pending: set[asyncio.Future[Any]] = set(futures)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=patience)
+        if pending:
+            on_stall(time.monotonic() - started, pending)
+    return [
+        asyncio.CancelledError() if f.cancelled() else (f.exception() or f.result())
+        for f in futures
+    ]
 
 
 def _describe(exc: BaseException) -> str:

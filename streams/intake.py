@@ -230,19 +230,19 @@ def _shown_ms(epoch_ms: int) -> str:
 
 def _bounded(data: bytes | None, limit: int) -> dict[str, Any]:
     """A field of the original record as a dead letter keeps it: text when it is UTF-8, base64
-    otherwise, cut to ``limit`` bytes of the original, with its size and hash so that the whole
-    can be matched to the record that was refused."""
+    otherwise, cut so that what the dead letter holds (escaped, or base64) is at most ``limit``
+    bytes, with the original's size and hash so that the whole can be matched to the record that
+    was refused. Bounded by what is written, not by what is kept: escaping makes a control byte
+    six bytes and base64 makes three four, and the dead letter must fit whatever was refused."""
     if data is None:
         return {"text": None, "encoding": None, "size": None, "sha256": None, "truncated": False}
     kept = data[:limit]
-    try:
-        text, encoding = kept.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError as exc:
-        if len(kept) < len(data) and exc.start >= len(kept) - 3:
-            # Only a character cut in two at the limit: keep the whole ones before it.
-            text, encoding = kept[: exc.start].decode("utf-8"), "utf-8"
-        else:
-            text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+    while True:
+        text, encoding = _as_text(kept, cut=len(kept) < len(data))
+        written = len(orjson.dumps(text)) - 2 if encoding == "utf-8" else len(text)
+        if written <= limit:
+            break
+        kept = kept[: max(0, len(kept) * limit // written - 4)]
     return {
         "text": text,
         "encoding": encoding,
@@ -252,9 +252,19 @@ def _bounded(data: bytes | None, limit: int) -> dict[str, Any]:
     }
 
 
-#: Dead letters keep at most this much of a refused record's key and value by default: enough to
-#: see what a producer sent, small enough that a dead letter always fits in a record the broker
-#: accepts, whatever was refused (escaping and base64 make a copy up to six times larger).
+def _as_text(kept: bytes, *, cut: bool) -> tuple[str, str]:
+    try:
+        return kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if cut and exc.start >= len(kept) - 3:
+            # Only a character cut in two at the limit: keep the whole ones before it.
+            return kept[: exc.start].decode("utf-8"), "utf-8"
+        return base64.b64encode(kept).decode("ascii"), "base64"
+
+
+#: Dead letters hold at most this much of a refused record's value by default (1 KiB of its key):
+#: enough to see what a producer sent, small enough that a dead letter always fits in a record the
+#: broker accepts, whatever was refused.
 DEFAULT_KEPT_BYTES = 4096
 
 

@@ -193,12 +193,14 @@ def command_worker(args: argparse.Namespace) -> NoReturn:
     import faust
 
     from ..app import create_app
+    from ..logthrottle import throttle_repeated_logs
     from ..topicadmin import ensure_topics
 
     settings = load_settings(args)
     logging.basicConfig(
         level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
+    throttle_repeated_logs()
     log.info("Starting worker with settings %s", settings.masked())
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

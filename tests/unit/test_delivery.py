@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from streams.delivery import Delivery, DeliveryHealth, Outgoing, Retrying
+from streams.delivery import Delivery, DeliveryHealth, Outgoing, Retrying, acknowledged
 from streams.statestore import StateStore
 
 
@@ -221,3 +221,38 @@ async def test_confirm_waits_for_writes_another_confirm_took(tmp_path: Path) -> 
     release.set()
     await asyncio.gather(first, second)
     assert [key for _, key, _, _ in producer.stored] == [b"did:a:1"]
+
+
+async def test_acknowledgements_outstanding_past_patience_show_as_blocked() -> None:
+    producer = FakeProducer()
+    health = DeliveryHealth()
+    delivery = Delivery(lambda: producer, Retrying(health), patience=0.05)
+    never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def send(topic: str, value: bytes | None, *, key: bytes | None, partition: int) -> Any:
+        return never  # the producer retries by itself (a deleted topic): no answer either way
+
+    producer.send = send  # type: ignore[method-assign]
+    task = asyncio.ensure_future(delivery.send(outgoing("deadletter", 1)))
+    await asyncio.sleep(0.12)
+    assert not task.done()
+    assert "no acknowledgement" in health.blocked["deadletter"][1]
+    assert not health.failures  # waiting is not failing
+    never.set_result(Metadata(0))
+    await task
+    assert health.blocked == {}
+
+
+async def test_acknowledged_reports_what_is_still_waiting() -> None:
+    loop = asyncio.get_running_loop()
+    slow: asyncio.Future[Any] = loop.create_future()
+    fast: asyncio.Future[Any] = loop.create_future()
+    fast.set_result("stored")
+    stalls: list[tuple[float, int]] = []
+    loop.call_later(0.12, slow.set_exception, KafkaTimeoutError())
+    results = await acknowledged(
+        [fast, slow], lambda seconds, waiting: stalls.append((seconds, len(waiting))), patience=0.05
+    )
+    assert results[0] == "stored" and isinstance(results[1], KafkaTimeoutError)
+    assert len(stalls) == 2 and all(n == 1 for _, n in stalls)
+    assert slow.done() and not slow.cancelled()
