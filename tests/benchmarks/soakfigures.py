@@ -81,11 +81,13 @@ class Population:
             return j
         return self.resident + self.cohort_at(elapsed_s) * self.cohort_size + j - self.resident
 
-    def idle_past(self, end_s: float, ttl_s: float) -> int:
-        """Agents of the cohorts whose last signal came more than ``ttl_s`` before ``end_s``:
-        what the TTL should have expired by then (probes aside)."""
+    def idle_past(self, end_s: float, ttl_s: float, hold_s: float = 0.0) -> int:
+        """Agents of the cohorts whose last signal came more than ``ttl_s`` and ``hold_s`` (how
+        long a window stays open after its last signal: an agent with an open window is kept)
+        before ``end_s``: what the TTL should have expired by then (probes aside)."""
         ended = [(k + 1) * self.cohort_s for k in range(self.cohorts - 1)]
-        return sum(self.cohort_size for idle_from in ended if end_s - idle_from > ttl_s)
+        wait = max(ttl_s, hold_s)
+        return sum(self.cohort_size for idle_from in ended if end_s - idle_from > wait)
 
 
 @dataclass(slots=True)
@@ -296,10 +298,11 @@ def _sent(m: Measured) -> int:
 def _record_agents(result: Result, args: argparse.Namespace, m: Measured) -> None:
     duration = args.minutes * 60
     ttl_s = args.ttl_minutes * 60
-    idle = m.population.idle_past(duration, ttl_s)
+    # A window stays open for up to its size plus the grace after the agent's last signal.
+    idle = m.population.idle_past(duration, ttl_s, WINDOW_SECONDS + GRACE_SECONDS)
     result.add(
         "soak_agents_idle_past_ttl",
-        "cohort agents idle longer than the TTL at the end",
+        "cohort agents idle past the TTL and their last window at the end",
         idle,
         "agents",
     )
