@@ -252,6 +252,16 @@ def _bounded(data: bytes | None, limit: int) -> dict[str, Any]:
     }
 
 
+def _bounded_text(text: str, limit: int) -> str:
+    """``text``, cut so that it is at most ``limit`` bytes once written as JSON."""
+    text = text[:limit]
+    written = len(orjson.dumps(text)) - 2
+    while written > limit:
+        text = text[: max(0, len(text) * limit // written - 4)]
+        written = len(orjson.dumps(text)) - 2
+    return text
+
+
 def _as_text(kept: bytes, *, cut: bool) -> tuple[str, str]:
     try:
         return kept.decode("utf-8"), "utf-8"
@@ -297,9 +307,9 @@ def dead_letter(
             "value_size": kept_value["size"],
             "value_sha256": kept_value["sha256"],
             "value_truncated": kept_value["truncated"],
-            # Bounded too: a reason may quote the record (a pydantic message, a key).
-            "error_kind": rejection.kind[:64],
-            "error": rejection.message[:2048],
+            # Bounded too, by what is written: a reason may quote the record (a key, a name).
+            "error_kind": _bounded_text(rejection.kind, 64),
+            "error": _bounded_text(rejection.message, 2048),
             "received_at": iso_utc(received_at_ms),
         }
     )

@@ -162,8 +162,9 @@ def read_command(
     try:
         command = ReinstateCommand.model_validate_json(value)
     except ValidationError as exc:
+        # Bounded: the names of unknown members are quoted, and a forged record chooses them.
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc'])[:100] or '(record)'}: {e['msg'][:200]}"
             for e in exc.errors(include_url=False)[:3]
         )
     expected = partition_of(command.agent_did.encode())

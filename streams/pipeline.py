@@ -483,10 +483,9 @@ class ScoringPipeline:
         key: bytes = command.agent_did.encode()
         state = states.get(key)
         if state is None:
-            log.warning(
-                "Reinstate %s refused: unknown agent (no state is created for it)",
-                command.agent_did,
-            )
+            reason = f"reinstate {command.agent_did}: unknown agent (no state is created for it)"
+            self._refuse_internal(message, "refused", reason)
+            self._dead_letter(message, Rejection("invalid_command", reason), outbox)
             return
         outcome = apply_reinstatement(
             command.agent_did,

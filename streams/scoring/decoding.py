@@ -22,8 +22,12 @@ from .agent import (
 from .model import HISTORY_LENGTH, RECENT_SIGNALS_PER_DIMENSION
 
 _N = N_DIMENSIONS
-#: Counters are incremented: at or above this, one more could exceed what orjson can write.
+#: Offsets and versions are signed 64-bit in Kafka; nothing stored may reach the limit, where
+#: one more would exceed what orjson can write.
 _BIG = 1 << 63
+#: Counters are incremented and summed (a window's signals over five dimensions): kept far below
+#: the 64-bit limit, so a sum of them is one too.
+_COUNT_LIMIT = 1 << 53
 _NUMBER = (float, int)
 
 
@@ -43,10 +47,23 @@ def _damaged(what: str) -> StateFormatError:
 
 
 def _counts(items: Any) -> bool:
-    """Exactly one counter per dimension, each small enough to be incremented."""
+    """Exactly one counter per dimension, none negative, each small enough to be incremented."""
     return (
-        type(items) is list and len(items) == _N and type(sum(items)) is int and max(items) < _BIG
+        type(items) is list
+        and len(items) == _N
+        and type(sum(items)) is int
+        and min(items) >= 0
+        and max(items) < _COUNT_LIMIT
     )
+
+
+def _total(value: Any) -> bool:
+    """A total score: an integer in 0..1000, as every output that carries one promises."""
+    return type(value) is int and 0 <= value <= 1000
+
+
+def _version(value: Any) -> bool:
+    return type(value) is int and 0 <= value < _BIG
 
 
 def _scores(items: Any) -> bool:
@@ -61,12 +78,12 @@ def _decode_revocation(raw: Any) -> Revocation | None:
     if not (
         type(rid) is str
         and type(at) is int
-        and type(total) is int
-        and type(threshold) is int
+        and _total(total)
+        and _total(threshold)
         and type(reason) is str
         and _scores(scores)
         and type(trig) is list
-        and type(version) is int
+        and _version(version)
     ):
         raise _damaged("its revocation")
     trigger: SignalTrigger | WindowTrigger
@@ -76,7 +93,8 @@ def _decode_revocation(raw: Any) -> Revocation | None:
             type(d) is int
             and 0 <= d < _N
             and type(partition) is int
-            and type(offset) is int
+            and 0 <= partition < _BIG
+            and _version(offset)
             and (signal_id is None or type(signal_id) is str)
         ):
             raise _damaged("its revocation's trigger")
@@ -100,6 +118,7 @@ def _decode_reinstatement(raw: Any) -> Reinstatement | None:
         and type(reason) is str
         and (request_id is None or type(request_id) is str)
         and type(offset) is int
+        and -1 <= offset < _BIG
     ):
         raise _damaged("its reinstatement")
     return Reinstatement(rid, at, lifted, by, reason, request_id, offset)
@@ -110,13 +129,14 @@ def _decode_update(raw: Any) -> ScoreUpdate:
     if not (
         type(start) is int
         and type(end) is int
-        and type(total) is int
-        and type(prev) is int
+        and _total(total)
+        and _total(prev)
         and _scores(scores)
         and _counts(lifetime)
         and _counts(counts)
         and type(late) is int
-        and type(version) is int
+        and 0 <= late < _COUNT_LIMIT
+        and _version(version)
         and type(at) is int
         and type(revoked) is bool
         and type(at_risk) is bool
@@ -144,6 +164,7 @@ def _decode_history(flat: Any) -> list[tuple[int, int]]:
         and len(flat) % 2 == 0
         and len(flat) <= 2 * HISTORY_LENGTH
         and type(sum(flat)) is int
+        and (not flat or (min(flat[1::2]) >= 0 and max(flat[1::2]) <= 1000))
     ):
         raise _damaged("its history")
     history = []
@@ -163,7 +184,12 @@ def _decode_windows(raw: Any) -> dict[int, WindowTally]:
         raise _damaged("its open windows")
     windows = {}
     for start, counts, late in raw:
-        if not (type(start) is int and _counts(counts) and type(late) is int and late < _BIG):
+        if not (
+            type(start) is int
+            and _counts(counts)
+            and type(late) is int
+            and 0 <= late < _COUNT_LIMIT
+        ):
             raise _damaged("an open window")
         windows[start] = WindowTally(counts, late)
     return windows
@@ -239,18 +265,19 @@ def state_from_fields(raw: list[Any]) -> AgentState:
         and type(applied) is list
         and len(applied) == _N
         and type(sum(applied)) is int
+        and min(applied) >= -1
         and max(applied) < _BIG  # Kafka offsets are signed 64-bit
-        and type(score) is int
-        and type(published) is int
+        and _total(score)
+        and _total(published)
         and type(revoked) is bool
         and type(revocation_count) is int
-        and revocation_count < _BIG
+        and 0 <= revocation_count < _COUNT_LIMIT
         and type(last_close_tick) is int
         and last_close_tick < _BIG
         and type(last_updates) is list
         and type(applied_command_offset) is int
         and applied_command_offset < _BIG
-        and (reinstated_at_score is None or type(reinstated_at_score) is int)
+        and (reinstated_at_score is None or _total(reinstated_at_score))
     ):
         raise _damaged("a count, score, flag or offset")
     state = AgentState(
