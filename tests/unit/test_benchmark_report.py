@@ -524,8 +524,8 @@ def test_a_soak_that_grows_is_explained_with_the_floods_figures(tmp_path: Path) 
     )
     explanation = next(line for line in text.splitlines() if line.startswith(f"- **{flat}**"))
     assert "went from 500 MiB to 600 MiB" in explanation
-    assert "(41,000 agents in all)" in explanation
-    assert "a never-seen agent costs 2,000 bytes (2.0 KiB) of RSS (1,800 bytes" in explanation
+    assert "with 41,000 agents expired by the TTL" in explanation
+    assert "prices a live agent at 2,000 bytes (2.0 KiB) of RSS (1,800 bytes" in explanation
     assert "n/a" not in explanation
 
 
