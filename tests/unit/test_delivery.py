@@ -12,63 +12,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from streams.delivery import Delivery, DeliveryHealth, Outgoing, Retrying, acknowledged
 from streams.statestore import StateStore
-
-
-class Metadata:
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-
-class FakeProducer:
-    """Stores what it is sent; refuses records while a topic is in ``refusing`` (like a broker
-    that rejects them), or at send time while ``refuse_at_send`` is set (like aiokafka's size
-    check)."""
-
-    def __init__(self) -> None:
-        self.stored: list[tuple[str, bytes | None, bytes | None, int]] = []
-        self.refusing: dict[str, BaseException] = {}
-        self.refuse_at_send: BaseException | None = None
-        self.offsets: dict[tuple[str, int], int] = {}
-
-    def _future(
-        self, topic: str, partition: int, rows: list[tuple[Any, Any]]
-    ) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        error = self.refusing.get(topic)
-        if error is not None:
-            future.set_exception(error)
-            return future
-        first = self.offsets.get((topic, partition), 0)
-        for key, value in rows:
-            self.stored.append((topic, key, value, partition))
-        self.offsets[(topic, partition)] = first + len(rows)
-        future.set_result(Metadata(first))
-        return future
-
-    async def send(
-        self, topic: str, value: bytes | None, *, key: bytes | None, partition: int
-    ) -> asyncio.Future[Any]:
-        if self.refuse_at_send is not None:
-            raise self.refuse_at_send
-        return self._future(topic, partition, [(key, value)])
-
-    # The batch interface the state store uses.
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch()
-
-    async def send_batch(
-        self, batch: FakeBatch, topic: str, *, partition: int
-    ) -> asyncio.Future[Any]:
-        return self._future(topic, partition, batch.rows)
-
-
-class FakeBatch:
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, Any]] = []
-
-    def append(self, *, key: Any, value: Any, timestamp: Any) -> object:
-        self.rows.append((key, value))
-        return object()
+from tests.support.fake_kafka import FakeProducer, Metadata
 
 
 class Sleeps:
