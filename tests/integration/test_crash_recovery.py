@@ -8,21 +8,9 @@ from collections import defaultdict
 
 from tests.oracle import DIMENSIONS, OracleAgent
 from tests.support.kafka_io import consume, produce
+from tests.support.outcomes import steady_stream
 from tests.support.signals import Fleet, dedupe_updates, iso_ms, latest_update_per_agent
 from tests.support.worker import WorkerProcess
-
-
-def _stream(fleet: Fleet, rng: random.Random, agents: list[str], count: int) -> list:  # type: ignore[type-arg]
-    """Well-behaved agents (never critical) and every tenth agent malicious (zeros only)."""
-    records = []
-    for _ in range(count):
-        i = rng.randrange(len(agents))
-        if i % 10 == 0:
-            dimension, value = rng.choice(("security_posture", "policy_compliance")), 0.0
-        else:
-            dimension, value = rng.choice(DIMENSIONS), rng.choice((1.0, 0.8, rng.uniform(0.5, 1)))
-        records.append(fleet.record(agents[i], dimension, value))
-    return records
 
 
 def _accounted(updates: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
@@ -97,7 +85,7 @@ async def test_sigkill_three_times_during_100k_signals_loses_and_doubles_nothing
     worker.wait_until_assigned(timeout=120)
     fleet = Fleet(topic_prefix)
     agents = [f"did:mesh:crash-{i:05d}" for i in range(2000)]
-    chunks = [_stream(fleet, rng, agents, 4000) for _ in range(25)]
+    chunks = [steady_stream(fleet, rng, agents, 4000) for _ in range(25)]
     assert sum(len(c) for c in chunks) >= 100_000
 
     async def produce_stream() -> None:
@@ -134,12 +122,12 @@ async def test_second_worker_takes_over_a_killed_workers_partitions_and_windows(
     agents = [f"did:mesh:failover-{i:04d}" for i in range(1000)]
 
     for _ in range(4):
-        await produce(kafka_bootstrap, _stream(fleet, rng, agents, 2000))
+        await produce(kafka_bootstrap, steady_stream(fleet, rng, agents, 2000))
         await asyncio.sleep(0.5)
     assert "Assigned partitions [0, 1, 2, 3]" not in second.log, "w2 was never sharing the load"
     first.kill()
     for _ in range(4):
-        await produce(kafka_bootstrap, _stream(fleet, rng, agents, 2000))
+        await produce(kafka_bootstrap, steady_stream(fleet, rng, agents, 2000))
         await asyncio.sleep(0.5)
 
     # The survivor had half the partitions, and ends up owning every one, restored from the
