@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from .config_topic import ConfigFollower, ConfigUpdate, _to_config, describe, publish_config
+from .kafka import clients, faustbridge
 from .messages import DID_RE, ReinstateCommand, iso_utc
 from .openapi import document
 from .scoring.agent import AgentState
@@ -107,13 +107,10 @@ class Api:
         self.store = store
         self.config = config
         self.names = TopicNames(settings.topic_prefix)
+        self.kafka = clients.KafkaConnection.from_settings(settings)
 
     def owned_partitions(self) -> list[int]:
-        consumer = self.app._consumer
-        if consumer is None:
-            return []
-        ticks = self.names.ticks
-        return sorted(tp.partition for tp in consumer.assignment() if tp.topic == ticks)
+        return faustbridge.owned_partitions(self.app, self.names.ticks)
 
     def state_of(self, did: str) -> AgentState | None:
         key = did.encode()
@@ -255,7 +252,7 @@ def install(
             except InvalidScoringConfig as exc:
                 return _error(self, 422, f"configuration rejected, nothing changed: {exc}")
             published = await publish_config(
-                settings.kafka_bootstrap_servers,
+                api.kafka,
                 api.names.config,
                 proposed,
                 update.requested_by or "http",
@@ -280,9 +277,8 @@ def install(
             except ValidationError as exc:
                 first = exc.errors(include_url=False)[0]
                 return _error(self, 422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
-            async with AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap_servers, acks="all"
-            ) as producer:
+            # A producer per request: changes are rare, and this one waits for its record alone.
+            async with clients.producer(api.kafka, purpose="api-reinstate") as producer:
                 await producer.send_and_wait(
                     api.names.commands, command.model_dump_json().encode(), key=did.encode()
                 )

@@ -24,6 +24,8 @@ from .delivery import Delivery, DeliveryHealth, Retrying
 from .expiry import AgentExpiry
 from .feed import SignalFeed
 from .intake import SignalIntake
+from .kafka import faustbridge
+from .kafka.clients import KafkaConnection, faust_broker_options
 from .observability import install as install_observability
 from .pipeline import ScoringPipeline, wall_clock_ms
 from .restore import restore_verified
@@ -47,48 +49,21 @@ class TrustApp:
     feed: SignalFeed
 
 
-def _broker_urls(bootstrap_servers: str) -> list[str]:
-    return [f"kafka://{host.strip()}" for host in bootstrap_servers.split(",") if host.strip()]
-
-
-async def _rewind(app: faust.App, topic: str, partition: int, offset: int) -> None:
-    """Read a partition again from ``offset``, and un-acknowledge what Faust took for a hole."""
-    tp = TP(topic, partition)
-    consumer: Any = app.consumer  # Faust keeps its skipped-offset intervals private
-    holes = consumer._gap.get(tp)
-    if holes:
-        holes.chop(offset, 2**63)
-    await consumer.seek(tp, offset)
-
-
 def create_app(settings: Settings) -> TrustApp:
     names = TopicNames(settings.topic_prefix)
+    kafka = KafkaConnection.from_settings(settings)
     app = faust.App(
         settings.app_id,
-        broker=_broker_urls(settings.kafka_bootstrap_servers),
+        # Brokers, client id, acks, compression, fetch sizes and timeouts: streams.kafka.clients.
+        **faust_broker_options(settings),
         store="rocksdb://",
         datadir=str(settings.state_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        # Batch produce requests: changelog writes come one per agent per batch, and unbatched
-        # they cost a syscall and a request each.
-        producer_linger_ms=5,
-        producer_max_batch_size=256 * 1024,
-        producer_compression_type=None if settings.compression == "none" else settings.compression,
-        # Small prefetch per partition: the ticks topic must not wait behind megabytes of
-        # prefetched signals, or windows close late under backlog.
-        consumer_max_fetch_size=settings.fetch_bytes_per_partition,
-        broker_max_poll_records=settings.batch_max,
         stream_buffer_maxsize=settings.batch_max,
-        # Commit often: the replay after a crash is bounded by the commit interval.
-        broker_commit_interval=1.0,
         table_standby_replicas=0,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -105,12 +80,12 @@ def create_app(settings: Settings) -> TrustApp:
         value_type=bytes,
         partitions=settings.partitions,
     )
-    config = ConfigFollower(settings.kafka_bootstrap_servers, names.config, settings.scoring_config)
+    config = ConfigFollower(kafka, names.config, settings.scoring_config)
 
     # The AIOKafkaProducer behind Faust's: the changelog and every output go through it, and each
     # delivery is confirmed (see streams.delivery).
     def kafka_producer() -> Any:
-        return app.producer._ensure_producer()  # type: ignore[attr-defined]
+        return faustbridge.kafka_producer(app)
 
     retrying = Retrying(DeliveryHealth())
     store = StateStore(
@@ -135,12 +110,12 @@ def create_app(settings: Settings) -> TrustApp:
         delivery=Delivery(kafka_producer, retrying),
         tick_tolerance_ms=round(settings.tick_tolerance_seconds * 1000),
         dead_letter_kept_bytes=settings.dead_letter_value_bytes,
-        rewind=lambda topic, partition, offset: _rewind(app, topic, partition, offset),
+        rewind=lambda topic, partition, offset: faustbridge.rewind(app, topic, partition, offset),
     )
     # Signals are read by the feed (see streams/feed.py); Faust's stream carries only the ticks
     # and commands, and its consumer group decides which partitions this worker owns.
     feed = SignalFeed(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        kafka=kafka,
         topics=names.signals,
         process=pipeline.process_records,
         make_durable=pipeline.make_durable,
@@ -181,10 +156,7 @@ def create_app(settings: Settings) -> TrustApp:
 
     @app.timer(settings.tick_interval_seconds, name="window-ticks")
     async def send_ticks() -> None:
-        consumer = app._consumer  # None until the worker has started its consumer
-        if consumer is None:
-            return
-        owned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == names.ticks)
+        owned = faustbridge.owned_partitions(app, names.ticks)
         if not owned:
             return
         if broker.unreachable_since is not None:
@@ -225,9 +197,7 @@ def create_app(settings: Settings) -> TrustApp:
     takeover: list[asyncio.Task[None] | None] = [None]
 
     async def take_over(partitions: set[int]) -> None:
-        checks = await restore_verified(
-            store, settings.kafka_bootstrap_servers, partitions, len(names.signals)
-        )
+        checks = await restore_verified(store, kafka, partitions, len(names.signals))
         pipeline.forget_partitions(partitions)  # in-memory indexes are rebuilt from the state
         for partition, check in checks.items():
             # The check decoded every state already: its schedule spares decoding them again.
@@ -275,10 +245,9 @@ def create_app(settings: Settings) -> TrustApp:
     async def on_rebalanced(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
         # Faust sends this once the group is settled; the state is restored in the background
         # (Faust waits for this receiver) and processing of a partition waits for its state.
-        consumer = app._consumer
-        if consumer is None:
+        if faustbridge.faust_consumer(app) is None:
             return
-        owned = {tp.partition for tp in consumer.assignment() if tp.topic == names.ticks}
+        owned = set(faustbridge.owned_partitions(app, names.ticks))
         if takeover[0] is not None and not takeover[0].done():
             return  # Faust sends it twice after a recovery: the take-over is under way
         if owned == pipeline.restored == feed.partitions and pipeline.restore_done.is_set():

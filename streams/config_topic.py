@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .kafka import clients
+from .kafka.clients import Connectable
 from .scoring.model import (
     DIMENSIONS,
     Dimension,
@@ -137,15 +139,13 @@ def describe(config: ScoringConfig) -> dict[str, Any]:
 
 
 async def publish_config(
-    bootstrap_servers: str, topic: str, config: ScoringConfig, requested_by: str | None = None
+    kafka: Connectable, topic: str, config: ScoringConfig, requested_by: str | None = None
 ) -> ScoringConfig:
     """Publish a validated configuration; returns it with the version it will have everywhere."""
     ScoringConfig.validated(
         config.weights, config.revocation_threshold, config.warning_threshold, floors=config.floors
     )  # refuses anything invalid before a byte is sent
-    async with AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
-    ) as producer:
+    async with clients.producer(kafka, purpose="config-publisher") as producer:
         metadata = await producer.send_and_wait(
             topic, encode_update(config, requested_by), key=CONFIG_KEY, partition=0
         )
@@ -158,13 +158,13 @@ async def publish_config(
     )
 
 
-async def read_config(bootstrap_servers: str, topic: str, default: ScoringConfig) -> ScoringConfig:
+async def read_config(kafka: Connectable, topic: str, default: ScoringConfig) -> ScoringConfig:
     """The configuration in force: the newest valid update on the topic, else ``default``.
 
     A broker error ends the read with that error (a command line reports it), where a worker's
     follower would retry.
     """
-    follower = ConfigFollower(bootstrap_servers, topic, default)
+    follower = ConfigFollower(kafka, topic, default)
     task = asyncio.create_task(follower.run(retry=False))
     ready = asyncio.create_task(follower.ready.wait())
     try:
@@ -186,8 +186,8 @@ class ConfigFollower:
     error or timeout is logged and retried with backoff.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, default: ScoringConfig) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, kafka: Connectable, topic: str, default: ScoringConfig) -> None:
+        self._kafka = kafka
         self._topic = topic
         self.current = default
         #: Set once every update published before this worker started has been read.
@@ -271,13 +271,9 @@ class ConfigFollower:
                 delay = min(delay * 2, _RETRY_MAX_SECONDS)
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            # Records before the log start are gone: carry on from the oldest that remains.
-            auto_offset_reset="earliest",
-        )
+        # Records before the log start are gone: carry on from the oldest that remains
+        # (auto_offset_reset="earliest", as every consumer of the service).
+        consumer = clients.consumer(self._kafka, purpose="config-follower")
         try:
             await consumer.start()
             tp = TopicPartition(self._topic, 0)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from .errors import TrustServiceError
+from .kafka import clients
 from .scoring.model import DIMENSIONS
 from .topics import TopicNames
 
@@ -101,9 +101,7 @@ async def _run_fleet(
     bootstrap: str, names: TopicNames, board: Board, stop: asyncio.Event, rate: float
 ) -> None:
     rng = random.Random(7)
-    async with AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    ) as producer:
+    async with clients.producer(bootstrap, purpose="demo-fleet", linger_ms=5) as producer:
         while not stop.is_set():
             age = time.monotonic() - board.started
             for agent in board.agents.values():
@@ -145,9 +143,7 @@ async def _watch(
     live: bool,
     window_s: float,
 ) -> None:
-    consumer = AIOKafkaConsumer(
-        names.scores, names.revocations, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-    )
+    consumer = clients.consumer(bootstrap, names.scores, names.revocations, purpose="demo-watch")
     await consumer.start()
     last_render = 0.0
     try:
@@ -254,11 +250,9 @@ async def _wait_for_topics(
     stop: asyncio.Event,
 ) -> None:
     """The worker creates the topics and joins its group; wait for its score topic to exist."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     from .topicadmin import describe_partition_counts
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap, purpose="demo-admin")
     await admin.start()
     try:
         deadline = time.monotonic() + 120

@@ -27,8 +27,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+
+from .kafka import clients
+from .kafka.clients import Connectable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class SignalFeed:
     def __init__(
         self,
         *,
-        bootstrap_servers: str,
+        kafka: Connectable,
         topics: Sequence[str],
         process: ProcessRecords,
         make_durable: MakeDurable,
@@ -56,15 +59,10 @@ class SignalFeed:
         self._positions_of = positions
         self._batch_max = batch_max
         self._durable_interval = durable_interval
-        self._consumer_options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers,
-            "group_id": None,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "max_partition_fetch_bytes": fetch_bytes_per_partition,
-            # Only records of committed transactions: a producer that aborts never scored.
-            "isolation_level": "read_committed",
-        }
+        self._kafka = kafka
+        # Read committed records only, as every consumer (streams.kafka.clients): a producer
+        # that aborts is never scored.
+        self._fetch_bytes = fetch_bytes_per_partition
         # Created in start(): aiokafka binds its consumer to the running event loop.
         self._consumer: Any = None
         #: Partition numbers fed now (every signal topic's partition of that number).
@@ -77,7 +75,9 @@ class SignalFeed:
         self._durable_task: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(**self._consumer_options)
+        consumer = clients.consumer(
+            self._kafka, purpose="signal-feed", max_partition_fetch_bytes=self._fetch_bytes
+        )
         await consumer.start()
         async with self._turn:
             # Only a started consumer is visible: own() may run while this one starts.

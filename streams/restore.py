@@ -19,10 +19,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from rocksdict import WriteBatch
 
 from .changelog import PERSISTED_OFFSET_KEY
+from .kafka import clients
+from .kafka.clients import Connectable
 from .statecheck import PartitionCheck, check_partition, drop_damaged, offset_problem
 from .statestore import StateStore
 
@@ -37,7 +39,7 @@ class RestoreReport:
 
 async def restore_partitions(
     store: StateStore,
-    bootstrap_servers: str,
+    kafka: Connectable,
     partitions: Iterable[int],
     *,
     fetch_bytes_per_partition: int = 8 * 1024 * 1024,
@@ -48,14 +50,11 @@ async def restore_partitions(
     tps = [TopicPartition(topic, p) for p in sorted(set(partitions))]
     if not tps:
         return RestoreReport(0, 0.0)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = clients.consumer(
+        kafka,
+        purpose="changelog-restore",
         max_partition_fetch_bytes=fetch_bytes_per_partition,
         fetch_max_bytes=max(52_428_800, fetch_bytes_per_partition),
-        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -112,7 +111,7 @@ async def restore_partitions(
 
 
 async def restore_verified(
-    store: StateStore, bootstrap_servers: str, partitions: Iterable[int], signal_topics: int
+    store: StateStore, kafka: Connectable, partitions: Iterable[int], signal_topics: int
 ) -> dict[int, PartitionCheck]:
     """Restore ``partitions`` and check every entry of each; a damaged one is deleted, restored
     from the start of the changelog and checked again (once: what is still undecodable then is
@@ -124,13 +123,13 @@ async def restore_verified(
         problem = _unreadable_offset(store, partition)
         if problem is not None:
             _reset(store, partition, problem)
-    await restore_partitions(store, bootstrap_servers, wanted)
+    await restore_partitions(store, kafka, wanted)
     checks = {p: await check_partition(store, p, signal_topics, collect=False) for p in wanted}
     damaged = [p for p, check in checks.items() if check.damaged]
     if damaged:
         for partition in damaged:
             _reset(store, partition, checks[partition].describe())
-        await restore_partitions(store, bootstrap_servers, damaged)
+        await restore_partitions(store, kafka, damaged)
         for partition in damaged:
             check = checks[partition] = await check_partition(store, partition, signal_topics)
             if check.damaged:

@@ -43,13 +43,13 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import TopicLayoutError, TrustServiceError
+from .kafka import clients
 from .messages import DID_RE, Signal
 from .scoring.formulas import resource_efficiency
 from .scoring.model import DIMENSION_INDEX, DIMENSIONS, Dimension
@@ -365,13 +365,12 @@ class SignalPublisher:
             )
         if linger_ms < 0:
             raise ValueError(f"linger_ms must not be negative, got {linger_ms}")
+        # Idempotence and acks="all" come with every producer (streams.kafka.clients).
+        self._connection = clients.KafkaConnection(bootstrap_servers)
+        self._client_id = client_id
         self._options: dict[str, Any] = {
             **producer_options,
-            "bootstrap_servers": bootstrap_servers,
-            "client_id": client_id,
             "linger_ms": linger_ms,
-            "enable_idempotence": True,
-            "acks": "all",
             "partitioner": DefaultPartitioner(),
         }
         self._topics = TopicNames(topic_prefix)
@@ -410,7 +409,12 @@ class SignalPublisher:
         if self._closed:
             raise PublisherNotRunning("this publisher was closed; create a new one")
         # Built here, not in __init__: aiokafka binds a producer to the running event loop.
-        producer = AIOKafkaProducer(**self._options)
+        producer = clients.producer(
+            self._connection,
+            purpose="signal-publisher",
+            client_id=self._client_id,
+            **self._options,
+        )
         try:
             await producer.start()
         except BaseException:

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .config_topic import MAX_CONFIG_RECORD_BYTES
 from .errors import TopicLayoutError
+from .kafka import clients
 from .settings import Settings
 from .topics import TopicNames
 
@@ -145,9 +146,7 @@ async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicRepo
     give an existing config topic the settings of CONFIG_TOPIC_CONFIGS."""
     names = TopicNames(settings.topic_prefix)
     wanted = list(names.all)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000
-    )
+    admin = clients.admin(settings, purpose="topic-admin")
     await admin.start()
     try:
         existing = await describe_partition_counts(admin, wanted)

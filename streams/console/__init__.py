@@ -138,13 +138,10 @@ def kafka_errors(settings: Settings) -> Iterator[None]:
 
 async def partition_counts(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
     """Partition count of each of ``topics`` that exists; nothing is created."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
+    from ..kafka import clients
     from ..topicadmin import describe_partition_counts
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000
-    )
+    admin = clients.admin(settings, purpose="cli-admin")
     await admin.start()
     try:
         return await describe_partition_counts(admin, topics)

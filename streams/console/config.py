@@ -51,7 +51,7 @@ def command(args: argparse.Namespace) -> int:
 
     async def current() -> ScoringConfig:
         await require_topics(settings, [topic])
-        return await read_config(settings.kafka_bootstrap_servers, topic, settings.scoring_config)
+        return await read_config(settings, topic, settings.scoring_config)
 
     if args.action == "get":
         print(json.dumps(describe(run_async(settings, current())), indent=2))
@@ -79,7 +79,7 @@ def command(args: argparse.Namespace) -> int:
         raise UserError(f"configuration rejected, nothing changed: {exc}") from exc
     published = run_async(
         settings,
-        publish_config(settings.kafka_bootstrap_servers, topic, proposed, getpass.getuser()),
+        publish_config(settings, topic, proposed, getpass.getuser()),
     )
     print(json.dumps(describe(published), indent=2))
     return 0

@@ -10,18 +10,24 @@ import time
 import uuid
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from pydantic import ValidationError
 
+from ..kafka import clients
+from ..kafka.clients import KafkaConnection
 from ..messages import ReinstateCommand
 from ..topics import TopicNames
 from . import UserError, load_settings, quiet_client_logs, require_topics, run_async
 
 
 async def _reinstate(
-    bootstrap: str, names: TopicNames, partitions: int, command: ReinstateCommand, timeout: float
+    kafka: KafkaConnection,
+    names: TopicNames,
+    partitions: int,
+    command: ReinstateCommand,
+    timeout: float,
 ) -> dict[str, object] | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = clients.consumer(kafka, purpose="cli-reinstate")
     await consumer.start()
     try:
         # Position on the audit topic's end first, so the answer cannot slip past.
@@ -29,9 +35,7 @@ async def _reinstate(
         consumer.assign(tps)
         for tp, end in (await consumer.end_offsets(tps)).items():
             consumer.seek(tp, end)
-        async with AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
-        ) as producer:
+        async with clients.producer(kafka, purpose="cli-reinstate") as producer:
             await producer.send_and_wait(
                 names.commands,
                 command.model_dump_json().encode(),
@@ -68,7 +72,7 @@ def command(args: argparse.Namespace) -> int:
     async def work() -> dict[str, object] | None:
         counts = await require_topics(settings, [names.commands, names.revocations])
         return await _reinstate(
-            settings.kafka_bootstrap_servers,
+            KafkaConnection.from_settings(settings),
             names,
             counts[names.revocations],
             request,

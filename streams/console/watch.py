@@ -389,17 +389,17 @@ def _timeout_message(topic: str, options: WatchOptions, progress: _Progress) -> 
 async def _follow(
     settings: Settings, topic: str, options: WatchOptions, sink: Sink, progress: _Progress
 ) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from ..kafka import clients
 
     counts = await require_topics(settings, [topic])
     partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
+    consumer = clients.consumer(
+        settings,
+        purpose="cli-watch",
         auto_offset_reset="earliest" if options.from_beginning else "latest",
         request_timeout_ms=15000,
-        client_id="trust-streams-watch",
     )
     consumer.assign(partitions)
     try:

@@ -1,0 +1,1 @@
+"""Everything that talks to Kafka as a client: how clients are built, and the bridge to Faust's."""
