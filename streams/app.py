@@ -93,6 +93,8 @@ def create_app(settings: Settings) -> TrustApp:
         changelog_topic=names.agent_state,
         producer=kafka_producer,
         cache_agents=settings.state_cache_agents,
+        cache_bytes=settings.state_cache_mb * 1024 * 1024,
+        rocksdb_memory_bytes=settings.rocksdb_memory_mb * 1024 * 1024,
         delivery=retrying,
     )
     pipeline = ScoringPipeline(

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from .brokerwatch import BrokerWatch
 from .config_topic import ConfigFollower
 from .feed import SignalFeed
+from .kafka.faustbridge import faust_consumer
 from .pipeline import ScoringPipeline
 from .scoring.model import DIMENSIONS
 
@@ -175,6 +176,19 @@ class PipelineCollector(Collector):
             "Agents held in the partitions this worker owns",
             value=state.live_agents(self._pipeline.restored),
         )
+        rocksdb = GaugeMetricFamily(
+            "trust_rocksdb_memory_bytes",
+            "Memory RocksDB holds for the agent state, by kind (its own estimates)",
+            labels=["kind"],
+        )
+        for kind, size in self._pipeline.store.rocksdb_memory().items():
+            rocksdb.add_metric([kind], size)
+        yield rocksdb
+        yield GaugeMetricFamily(
+            "trust_windows_close_pending",
+            "Agents with a window due and not closed yet: closing is behind while this grows",
+            value=sum(len(s.pending) for s in self._pipeline.schedules.values()),
+        )
         yield GaugeMetricFamily(
             "trust_config_version",
             "Scoring configuration version in force",
@@ -193,7 +207,7 @@ class PipelineCollector(Collector):
             "Records not yet processed, per input partition",
             labels=["topic", "partition"],
         )
-        consumer = getattr(self._app, "_consumer", None)
+        consumer = faust_consumer(self._app)
         if consumer is None:
             return lag
         if self._feed is not None:
@@ -232,7 +246,7 @@ def install(
     class Readyz(View):
         async def get(self, request: Request) -> Response:
             waiting = []
-            if app._consumer is None or app.rebalancing:
+            if faust_consumer(app) is None or app.rebalancing:
                 waiting.append("joining the consumer group")
             if not app.tables.recovery.completed.is_set() or not pipeline.restore_done.is_set():
                 waiting.append("restoring agent state")

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     state_cache_agents: int = Field(
         default=20_000, ge=0, description="Decoded agent states kept in memory between batches."
     )
+    state_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory (estimated) for the decoded agent states kept between batches; the "
+        "cache stops at this or at state_cache_agents, whichever comes first.",
+    )
+    rocksdb_memory_mb: int = Field(
+        default=256,
+        ge=8,
+        description="RocksDB's memory for the agent state, across all the partitions a worker "
+        "owns: one block cache that the memtables are charged to (up to half of it).",
+    )
     fetch_bytes_per_partition: int = Field(
         default=64 * 1024,
         ge=16 * 1024,

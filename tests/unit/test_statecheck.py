@@ -13,6 +13,7 @@ from rocksdict import Options, Rdict
 
 from streams.changelog import PERSISTED_OFFSET_KEY
 from streams.closing import PartitionClock
+from streams.localdb import open_partition_db
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import encode_state
 from streams.statecheck import (
@@ -26,12 +27,7 @@ from streams.statecheck import (
     positions_problem,
 )
 from streams.statefiles import StateCounters, is_lock_error, open_or_wipe, wipe
-from streams.statestore import (
-    CLOCK_KEY,
-    SIGNAL_POSITIONS_KEY,
-    StateStore,
-    open_partition_db,
-)
+from streams.statestore import CLOCK_KEY, SIGNAL_POSITIONS_KEY, StateStore
 
 TOPICS = 5
 

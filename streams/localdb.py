@@ -1,0 +1,56 @@
+"""The RocksDB databases that hold a worker's agent state: one per partition, opened with one
+memory budget shared by all of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBufferManager
+
+#: What :meth:`StateStore.rocksdb_memory` reports, and the RocksDB property behind each.
+ROCKSDB_MEMORY_PROPERTIES = {
+    "memtables": "rocksdb.size-all-mem-tables",
+    "table_readers": "rocksdb.estimate-table-readers-mem",
+    "block_cache": "rocksdb.block-cache-usage",
+}
+
+
+@dataclass(frozen=True)
+class RocksMemory:
+    """One memory budget for RocksDB across all of a worker's partition databases.
+
+    Without it each database has its own block cache (32 MiB by default) and memtables, so
+    RocksDB's memory grows with the number of partitions a worker owns, and index blocks of
+    table files are held outside any cache. Here the memtables are charged to the one shared
+    block cache, which also holds the index and filter blocks: the cache's capacity bounds it all.
+    """
+
+    cache: Cache
+    write_buffers: WriteBufferManager
+
+    @classmethod
+    def of(cls, total_bytes: int) -> RocksMemory:
+        cache = Cache(total_bytes)
+        # Up to half for memtables (flushed once they fill it): writes stay batched.
+        write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
+            total_bytes // 2, False, cache
+        )
+        return cls(cache, write_buffers)
+
+
+def open_partition_db(directory: Path, memory: RocksMemory | None = None) -> Rdict:
+    directory.mkdir(parents=True, exist_ok=True)
+    options = Options(raw_mode=True)
+    # RocksDB's 64 MiB memtables, two per database and one database per partition, would take
+    # more memory than a million agents' state; 16 MiB keeps writes batched all the same.
+    options.set_write_buffer_size(16 * 1024 * 1024)
+    options.set_max_write_buffer_number(2)
+    if memory is not None:
+        options.set_write_buffer_manager(memory.write_buffers)
+        table = BlockBasedOptions()
+        table.set_block_cache(memory.cache)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        options.set_block_based_table_factory(table)
+    return Rdict(str(directory), options=options)

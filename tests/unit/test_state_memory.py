@@ -1,0 +1,101 @@
+"""What bounds a worker's memory for agent state: the decoded-state cache by estimated bytes as well
+as by count, and RocksDB by one budget across every partition database."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from pathlib import Path
+
+from streams.scoring.agent import AgentState, WindowTally
+from streams.scoring.codec import decode_state, encode_state
+from streams.statestore import StateStore, held_bytes
+
+
+def _state(recent_values: int, history: int, explained: int = 0) -> AgentState:
+    state = AgentState()
+    state.recent = [[0.1 + i / 1000 for i in range(recent_values)] for _ in range(5)]
+    state.history = [(1_795_000_000_000 + i * 30_000, 500 + i) for i in range(history)]
+    state.recent_signals = [
+        (i % 5, 0.5, "source-x", 1_795_000_000_000 + i) for i in range(explained)
+    ]
+    for start in range(0, 30_000 * (explained // 5), 30_000):
+        state.open_windows[1_795_000_000_000 + start] = WindowTally([1, 2, 3, 4, 5], 0)
+    return state
+
+
+def _store(tmp_path: Path, **options: int) -> StateStore:
+    return StateStore(
+        state_dir=tmp_path, changelog_topic="t.agent-state", producer=lambda: None, **options
+    )
+
+
+def test_the_estimate_is_within_a_third_of_what_a_decoded_state_takes() -> None:
+    for shape in ((0, 0, 0), (20, 5, 3), (0, 20, 10), (100, 100, 10)):
+        raw = encode_state(_state(*shape))
+        tracemalloc.start()
+        try:
+            states = [decode_state(raw) for _ in range(200)]
+            measured = tracemalloc.get_traced_memory()[0] / len(states)
+        finally:
+            tracemalloc.stop()
+        estimate = held_bytes(states[0])
+        assert measured * 0.67 <= estimate <= measured * 1.33, (shape, measured, estimate)
+
+
+def test_the_cache_stops_at_its_byte_budget_whatever_the_count(tmp_path: Path) -> None:
+    full = held_bytes(_state(100, 100))
+    store = _store(tmp_path, cache_agents=1_000, cache_bytes=10 * full)
+    for i in range(50):
+        store.remember(0, f"did:x:{i}".encode(), _state(100, 100))
+    assert store.cached_bytes <= 10 * full
+    assert store.cached(0, b"did:x:49") is not None  # the most recent stay
+    assert store.cached(0, b"did:x:0") is None  # the oldest went first
+    assert sum(store.cached(0, f"did:x:{i}".encode()) is not None for i in range(50)) == 10
+
+
+def test_a_state_that_grows_in_place_is_charged_again_when_remembered(tmp_path: Path) -> None:
+    store = _store(tmp_path, cache_agents=1_000, cache_bytes=10**9)
+    state = _state(0, 0)
+    store.remember(0, b"did:x:1", state)
+    small = store.cached_bytes
+    state.recent = [[0.5] * 100 for _ in range(5)]
+    store.remember(0, b"did:x:1", state)
+    assert store.cached_bytes == held_bytes(state) > small
+    store.forget({0})
+    assert store.cached_bytes == 0
+
+
+def test_the_count_limit_still_applies(tmp_path: Path) -> None:
+    store = _store(tmp_path, cache_agents=3, cache_bytes=10**9)
+    for i in range(5):
+        store.remember(i % 2, f"did:x:{i}".encode(), _state(1, 1))
+    assert [store.cached(i % 2, f"did:x:{i}".encode()) is not None for i in range(5)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert store.cached_bytes == 3 * held_bytes(_state(1, 1))
+
+
+def _write_six_partitions(store: StateStore) -> dict[str, int]:
+    payload = os.urandom(4096)
+    for partition in range(6):
+        db = store.db(partition)
+        for i in range(3_000):  # 12 MiB per partition: 72 MiB written in all
+            db[f"did:x:{i}".encode()] = payload
+    return store.rocksdb_memory()
+
+
+def test_rocksdb_memory_is_one_budget_across_partitions(tmp_path: Path) -> None:
+    budget = 16 * 1024 * 1024
+    unbounded = _write_six_partitions(_store(tmp_path / "unbounded"))
+    bounded = _write_six_partitions(_store(tmp_path / "bounded", rocksdb_memory_bytes=budget))
+    # Each database on its own keeps up to two 16 MiB memtables: far more than the budget.
+    assert unbounded["memtables"] > 3 * budget
+    # One cache for all, the memtables charged to it. Soft limits: a full memtable is flushed in
+    # the background while writes go on, and the cache reserves a MiB at a time per database.
+    assert bounded["memtables"] <= budget * 2
+    assert bounded["block_cache"] <= budget * 2
