@@ -47,6 +47,10 @@ def open_partition_db(directory: Path, memory: RocksMemory | None = None) -> Rdi
     options.set_write_buffer_size(16 * 1024 * 1024)
     options.set_max_write_buffer_number(2)
     if memory is not None:
+        # A memtable is flushed whole: small ones next to a small budget keep it close.
+        options.set_write_buffer_size(
+            min(16 * 1024 * 1024, memory.write_buffers.get_buffer_size() // 8)
+        )
         options.set_write_buffer_manager(memory.write_buffers)
         table = BlockBasedOptions()
         table.set_block_cache(memory.cache)

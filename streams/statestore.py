@@ -8,11 +8,10 @@ per partition, and restores with a plain consumer and write batches (see :mod:`s
 Faust still assigns partitions; a worker holds the databases of the partitions it owns.
 
 Writes are staged, not written per batch: a state changed by many batches in a short time is
-encoded and written once. Staged states are written (RocksDB, then the changelog) by
-``ScoringPipeline.make_durable`` (a slice at a time) and, for the states behind an output,
-:meth:`StateStore.persist_agents`; the pipeline does so before anything depends on them being
-durable: before an output they record is published, every few seconds, and before a
-partition is given up. Until then they are read from the stage, never from RocksDB.
+encoded and written once. Staged states are written when :mod:`streams.durability` says so (a
+checkpoint every second, a slice at a time; the states behind an output before it is sent): sent
+to the changelog first, and into RocksDB only once Kafka has confirmed them
+(:mod:`streams.changelog`). Until then they are read from memory, never from RocksDB.
 
 Each database also holds, under reserved keys, the partition's clock and the changelog offset it
 is known to contain ("persisted offset"): a restart replays only the changelog after it.
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rocksdict import Rdict, WriteBatch
+from rocksdict import Rdict
 
 from .changelog import PERSISTED_OFFSET_KEY, ChangelogWriter
 from .delivery import DeliveryHealth, Retrying
@@ -144,13 +143,16 @@ class StateStore:
 
     def signal_positions(self, partition: int) -> list[int] | None:
         """Where to resume reading each signal topic's ``partition`` (None: from the start)."""
-        raw = self.db(partition).get(SIGNAL_POSITIONS_KEY)
+        raw = self.get(partition, SIGNAL_POSITIONS_KEY)
         return None if raw is None else [int(p) for p in orjson.loads(raw)]
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        value: bytes | None = self.db(partition).get(key)
+        """An entry's newest value: sent and not yet confirmed, else the local database's."""
+        found, value = self.changelog.pending(partition, key)
+        if not found:
+            value = self.db(partition).get(key)
         return value
 
     def lookup(self, partition: int, key: bytes) -> AgentState | None:
@@ -176,13 +178,26 @@ class StateStore:
     def iter_agents(self, partition: int) -> Iterator[tuple[bytes, AgentState]]:
         """Every agent state of ``partition`` held locally (after a restore: all of them)."""
         staged = {**self._persisting.get(partition, {}), **self._staged.get(partition, {})}
+        unconfirmed = {
+            key: value
+            for key, value in self.changelog.pending_items(partition)
+            if not key.startswith(RESERVED_PREFIX) and key not in staged
+        }
         items: Iterator[tuple[bytes, bytes]] = iter(self.db(partition).items())  # type: ignore[arg-type]
-        for key, value in items:
+        for key, stored in items:
             if key.startswith(RESERVED_PREFIX):
                 continue
             state = staged.pop(key, None)
-            yield key, state if state is not None else decode_state(value)
+            if state is not None:
+                yield key, state
+                continue
+            value = unconfirmed.pop(key, stored)
+            if value is not None:  # else deleted, and not yet confirmed
+                yield key, decode_state(value)
         yield from staged.items()  # agents not yet written at all
+        for key, value in unconfirmed.items():
+            if value is not None:
+                yield key, decode_state(value)
 
     # -- the cache and the stage ---------------------------------------------------------------
 
@@ -219,17 +234,19 @@ class StateStore:
         self._staged_last.setdefault(partition, {})[key] = value
 
     def is_held(self, partition: int, key: bytes) -> bool:
-        """The agent's state is staged or being written: newer than what RocksDB holds."""
-        return key in self._staged.get(partition, ()) or key in self._persisting.get(partition, ())
+        """The agent's state is staged, being written or not yet confirmed by the changelog:
+        newer than what RocksDB holds."""
+        return (
+            key in self._staged.get(partition, ())
+            or key in self._persisting.get(partition, ())
+            or self.changelog.pending(partition, key)[0]
+        )
 
     async def delete_agents(self, partition: int, keys: Sequence[bytes]) -> None:
-        """Delete agents (none of them held) locally and tombstone them on the changelog, in
-        order with every state sent before."""
-        batch = WriteBatch(raw_mode=True)
+        """Tombstone agents (none of them held) on the changelog, in order with every state sent
+        before; deleted locally once the changelog has the tombstones."""
         for key in keys:
-            batch.delete(key)
             self._uncache((partition, key))
-        self.db(partition).write(batch)
         await self.changelog.send(partition, [(key, None) for key in keys])
 
     def forget(self, partitions: set[int] | None = None) -> None:
@@ -252,6 +269,7 @@ class StateStore:
             self._staged.pop(partition, None)
             self._staged_last.pop(partition, None)
             self._persisting.pop(partition, None)
+        self.changelog.drop(partitions)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -308,23 +326,17 @@ class StateStore:
             await self.write(partition, list(items.items()))
 
     async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Store ``items`` locally and send them, in order, to the changelog partition.
+        """Send ``items``, in order, to the changelog partition; they are written locally once
+        it has them (see :mod:`streams.changelog`), and read from memory until then.
 
         Returns once they are sent; :meth:`confirm` is what waits until the changelog holds them
         (and sends again what it refused), and nothing that depends on them may happen before.
         """
-        if not items:
-            return
-        db = self.db(partition)
-        batch = WriteBatch(raw_mode=True)
-        for key, value in items:
-            batch.put(key, value)
-        db.write(batch)
         await self.changelog.send(partition, items)
 
     async def confirm(self) -> None:
-        """Return once the changelog holds every record sent before this call (see
-        :meth:`streams.changelog.ChangelogWriter.confirm`)."""
+        """Return once the changelog, and then the local database, holds every record sent
+        before this call (see :meth:`streams.changelog.ChangelogWriter.confirm`)."""
         await self.changelog.confirm()
 
 

@@ -136,3 +136,36 @@ async def test_second_worker_takes_over_a_killed_workers_partitions_and_windows(
     await _check_final_state(kafka_bootstrap, topic_prefix, fleet, timeout=180)
     assert second.running()
     assert "Traceback" not in second.log
+
+
+async def test_a_worker_killed_twice_then_replaced_from_the_changelog_alone_loses_nothing(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    """Local state never runs ahead of the changelog. Killed right after a burst, a worker
+    restarts on its own database and goes on; killed again, it is replaced by a worker with an
+    empty state directory, which has only the changelog. Were anything written locally before
+    the changelog confirmed it, the restarted worker would resume from positions the changelog
+    lacks and the replacement would restore older states with those newer positions: the
+    signals in between would be missing from its scores."""
+    rng = random.Random(2718)
+    settings = {"window_seconds": "2", "grace_seconds": "1", "partitions": "4"}
+    first = spawn_worker("w1", **settings)
+    first.wait_until_assigned(timeout=120)
+    fleet = Fleet(topic_prefix)
+    agents = [f"did:mesh:prefix-{i:04d}" for i in range(1500)]
+
+    for kill_after in (rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)):
+        await produce(kafka_bootstrap, steady_stream(fleet, rng, agents, 15_000))
+        await asyncio.sleep(kill_after)  # mid-batch: states sent, not all confirmed
+        first.kill()
+        first.start()  # on its own database
+        first.wait_until_assigned(timeout=120)
+    await produce(kafka_bootstrap, steady_stream(fleet, rng, agents, 5_000))
+    await asyncio.sleep(rng.uniform(0.3, 1.0))
+    first.kill()
+
+    replacement = spawn_worker("w2", **settings)  # a state directory of its own: empty
+    replacement.wait_until_assigned(timeout=120)
+    await _check_final_state(kafka_bootstrap, topic_prefix, fleet, timeout=240)
+    assert replacement.running()
+    assert "Traceback" not in replacement.log

@@ -4,6 +4,7 @@ as by count, and RocksDB by one budget across every partition database."""
 from __future__ import annotations
 
 import os
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -92,10 +93,16 @@ def _write_six_partitions(store: StateStore) -> dict[str, int]:
 def test_rocksdb_memory_is_one_budget_across_partitions(tmp_path: Path) -> None:
     budget = 16 * 1024 * 1024
     unbounded = _write_six_partitions(_store(tmp_path / "unbounded"))
-    bounded = _write_six_partitions(_store(tmp_path / "bounded", rocksdb_memory_bytes=budget))
+    bounded_store = _store(tmp_path / "bounded", rocksdb_memory_bytes=budget)
+    bounded = _write_six_partitions(bounded_store)
     # Each database on its own keeps up to two 16 MiB memtables: far more than the budget.
     assert unbounded["memtables"] > 3 * budget
-    # One cache for all, the memtables charged to it. Soft limits: a full memtable is flushed in
-    # the background while writes go on, and the cache reserves a MiB at a time per database.
-    assert bounded["memtables"] <= budget * 2
-    assert bounded["block_cache"] <= budget * 2
+    # One cache for all, the memtables charged to it. A soft limit (writers are never stalled):
+    # memtables past it are flushed in the background, so it holds once those flushes are done.
+    deadline = time.monotonic() + 30
+    while bounded["memtables"] > budget * 1.1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        bounded = bounded_store.rocksdb_memory()
+    assert bounded["memtables"] <= budget * 1.1
+    # The cache reserves a MiB at a time per database for the memtables it is charged with.
+    assert bounded["block_cache"] <= budget + 8 * 1024 * 1024

@@ -1,0 +1,114 @@
+"""The durability protocol, in one place: what must be stored before what, and what a failure does.
+
+Each step waits until Kafka has confirmed the one before:
+
+1. **The states behind outputs.** Before a score update, revocation or reinstatement record is
+   sent, the agent state that records it goes to the changelog and is confirmed. A crash after
+   this replays the trigger, which finds the output recorded and re-publishes it byte for byte;
+   a crash before it replays a trigger that has left no trace.
+2. **The outputs** (and dead letters), confirmed; retried in order until Kafka has them. A batch
+   of records ends only here, so Faust commits a tick's or command's offset only after it.
+3. **Every other changed state** (:meth:`Durability.checkpoint`: every second, and before a
+   partition is given up), confirmed.
+4. **Progress**: the signal positions and partition clocks, written after the states they cover
+   and confirmed. Only now has progress moved: a restart, or the next owner of the partition,
+   resumes from the last progress stored, and everything after it is read again.
+
+Underneath, the local database is written only with what the changelog confirmed
+(:mod:`streams.changelog`), so it never holds state or progress the changelog lacks.
+
+A delivery Kafka refuses is not a failure: it is retried until it succeeds, the worker showing
+itself not ready meanwhile (:mod:`streams.delivery`). Anything else that breaks a step latches the
+failure: the staged states, which may hold half-applied changes, are forgotten, every later step
+refuses to run, so no progress is stored past what was lost, and the worker stops; a restart
+replays from the last progress stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .delivery import Delivery, Outgoing
+from .statestore import CLOCK_KEY, StateStore
+
+#: Agents written per turn by a checkpoint: about a millisecond of encoding and writing.
+CHECKPOINT_SLICE = 200
+
+
+class PipelineFailed(RuntimeError):
+    """A batch failed part-way: the worker must stop and replay from its last progress."""
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Messages produced by one batch: dead letters, then outputs that record agent states."""
+
+    dead_letters: list[Outgoing] = field(default_factory=list)
+    ordered: list[Outgoing] = field(default_factory=list)
+
+
+class Durability:
+    def __init__(self, store: StateStore, delivery: Delivery, turn: asyncio.Lock) -> None:
+        self.store = store
+        self.delivery = delivery
+        #: The lock batches take turns with: a checkpoint writes a slice at a time between them.
+        self._turn = turn
+        self._checkpointing = asyncio.Lock()  # one checkpoint at a time
+        #: Set when a batch failed part-way; nothing is stored after it.
+        self.failed: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """A batch failed part-way: forget every staged change and refuse every later step."""
+        self.failed = exc
+        self.store.forget()
+
+    def check(self) -> None:
+        if self.failed is not None:
+            raise PipelineFailed("a batch failed; refusing to persist") from self.failed
+
+    async def commit_outputs(self, outbox: Outbox) -> None:
+        """Steps 1 and 2 for one batch: the states its outputs record, then the outputs.
+
+        Only those states, so that a revocation does not wait for a second's worth of other
+        agents' states to be encoded."""
+        if outbox.ordered:
+            self.check()
+            await self.store.persist_agents({(o.partition, o.key) for o in outbox.ordered if o.key})
+            await self.store.confirm()
+        if outbox.dead_letters or outbox.ordered:
+            await self.delivery.send([*outbox.dead_letters, *outbox.ordered])
+
+    async def commit_clocks(self) -> None:
+        """Step 4 for ticks: the clocks they moved, before Faust commits the ticks. Only those:
+        the states of signals staged meanwhile do not depend on a tick's commit, and writing them
+        all on every tick would stall signals four times a second. (Called holding the turn.)"""
+        self.check()
+        await self.store.persist_entries(CLOCK_KEY)
+        await self.store.confirm()
+
+    async def checkpoint(self) -> None:
+        """Steps 3 and 4: every staged state, then the positions and clocks that say "every
+        state before me is stored", each confirmed.
+
+        The states in slices of a few hundred agents, letting batches in between: written at
+        once, a couple of seconds' worth of states holds the worker for a tenth of a second, and
+        a revocation with it.
+        """
+        async with self._checkpointing:
+            async with self._turn:
+                self.check()
+                agents, last = self.store.begin_persist()
+            for partition, keys in agents:
+                for start in range(0, len(keys), CHECKPOINT_SLICE):
+                    async with self._turn:
+                        self.check()
+                        await self.store.write_persisting(
+                            partition, keys[start : start + CHECKPOINT_SLICE]
+                        )
+                    await asyncio.sleep(0)
+            await self.store.confirm()
+            async with self._turn:
+                self.check()
+                await self.store.write_entries(last)
+            await self.store.confirm()

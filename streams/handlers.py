@@ -1,0 +1,277 @@
+"""Records in, state changes and outputs out: synchronous, and no I/O.
+
+:class:`RecordHandlers` applies one partition's records (signals here; ticks and commands in
+:mod:`streams.control`) to the agent states, stages what changed in the store's memory and puts
+what must be sent in an :class:`~streams.durability.Outbox`. It never waits for anything: when
+the states and the outbox are stored and sent is the caller's (:mod:`streams.pipeline`) and
+:mod:`streams.durability`'s business. It also keeps the per-partition indexes the handlers need:
+the window schedule and the partition clock, both rebuilt from the stored state on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .closing import PartitionClock, PartitionSchedule
+from .control import ControlRecords
+from .delivery import Outgoing
+from .durability import Outbox
+from .intake import Rejection, SignalIntake, dead_letter
+from .outputs import revocation_message, score_update_message
+from .scoring.agent import (
+    Revocation,
+    SignalTrigger,
+    apply_signal,
+    close_windows,
+)
+from .scoring.model import ScoringConfig
+from .scoring.windows import WindowPolicy
+from .statestore import CLOCK_KEY, PartitionStates, StateStore
+from .topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PipelineCounters:
+    signals_applied: list[int] = field(default_factory=lambda: [0] * 5)
+    duplicates_skipped: int = 0
+    dead_letters: int = 0
+    revocations: int = 0
+    windows_closed: int = 0
+    updates_republished: int = 0
+    ticks: int = 0
+    #: How far behind the wall clock the last tick was when processed (ms).
+    tick_lag_ms: int = 0
+    #: Records of the internal topics (ticks, commands) ignored, by (topic, kind): "stale" (a
+    #: tick long past) or "refused" (malformed, forged, on the wrong partition).
+    internal_rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def describe(self) -> str:
+        return (
+            f"signals applied {sum(self.signals_applied)}, "
+            f"redeliveries skipped {self.duplicates_skipped}, dead letters {self.dead_letters}, "
+            f"windows closed {self.windows_closed}, revocations {self.revocations}, "
+            f"updates re-published {self.updates_republished}, ticks {self.ticks} "
+            f"(last {self.tick_lag_ms} ms behind)"
+        )
+
+
+class RecordHandlers:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        names: TopicNames,
+        windows: WindowPolicy,
+        config: Callable[[], ScoringConfig],
+        intake: SignalIntake,
+        counters: PipelineCounters,
+        now_ms: Callable[[], int],
+        tick_tolerance_ms: int,
+        dead_letter_kept_bytes: int,
+    ) -> None:
+        self.store = store
+        self.names = names
+        self.windows = windows
+        self.config = config
+        self.intake = intake
+        self.counters = counters
+        self.now_ms = now_ms
+        #: A tick further than this from the wall clock is ignored (forged, or a broken clock);
+        #: a partition clock is never further ahead than this either.
+        self.tick_tolerance_ms = tick_tolerance_ms
+        self.dead_letter_kept_bytes = dead_letter_kept_bytes
+        self.dimension_of_topic = {name: i for i, name in enumerate(names.signals)}
+        #: Called with each applied signal's latency in seconds (metrics install it).
+        self.observe_latency: Callable[[float], None] | None = None
+        self.schedules: dict[int, PartitionSchedule] = {}
+        self.clocks: dict[int, PartitionClock] = {}
+        self.control = ControlRecords(self)
+
+    def schedule_for(self, partition: int) -> PartitionSchedule:
+        schedule = self.schedules.get(partition)
+        if schedule is None:
+            started = time.perf_counter()
+            schedule = PartitionSchedule()
+            count = schedule.rebuild(self.store.iter_agents(partition))
+            self.schedules[partition] = schedule
+            log.info(
+                "Partition %d: window schedule rebuilt from %d stored agents in %.3f s",
+                partition,
+                count,
+                time.perf_counter() - started,
+            )
+        return schedule
+
+    def clock_for(self, partition: int) -> PartitionClock:
+        clock = self.clocks.get(partition)
+        if clock is None:
+            clock = PartitionClock.decode(self.store.get(partition, CLOCK_KEY))
+            limit = self.now_ms() + self.tick_tolerance_ms
+            if clock.time_ms > limit:
+                # Stored before ticks were checked (or by a wall clock since set back): a clock
+                # ahead of time would make every on-time signal late until time caught up.
+                log.error(
+                    "Partition %d: stored clock %d is ahead of the wall clock; held back to %d",
+                    partition,
+                    clock.time_ms,
+                    limit,
+                )
+                clock.time_ms = limit
+            self.clocks[partition] = clock
+        return clock
+
+    def process_partition(self, partition: int, records: list[Any], outbox: Outbox) -> None:
+        """Apply one partition's records in order, and stage the states they changed."""
+        schedule = self.schedule_for(partition)
+        clock = self.clock_for(partition)
+        states = PartitionStates(self.store, partition)
+        ticks_topic = self.names.ticks
+        clock_moved = False
+        # One processing time and one configuration per batch: a batch takes milliseconds, and a
+        # configuration change takes effect between batches.
+        now_ms = self.now_ms()
+        config = self.config()
+        for message in records:
+            if message.topic == ticks_topic:
+                clock_moved |= self.control.on_tick(message, states, schedule, clock, outbox)
+            elif message.topic == self.names.commands:
+                self.control.on_command(message, states, outbox)
+            else:
+                self._on_signal(message, states, schedule, clock, outbox, now_ms, config)
+        states.stage_changes()
+        if clock_moved:
+            # Written when the tick batch ends. A stored clock ahead of the closes it made due is
+            # safe: those agents' windows are still open in their stored states, so a restarted
+            # worker's schedule finds them due again and closes them at its next tick.
+            self.store.stage_last(partition, CLOCK_KEY, clock.encode())
+
+    def _on_signal(
+        self,
+        message: Any,
+        states: PartitionStates,
+        schedule: PartitionSchedule,
+        clock: PartitionClock,
+        outbox: Outbox,
+        now_ms: int,
+        config: ScoringConfig,
+    ) -> None:
+        dimension = self.dimension_of_topic[message.topic]
+        record_ms: int = message.timestamp
+        signal = self.intake.read(
+            dimension, message.partition, message.key, message.value, record_ms, now_ms
+        )
+        if isinstance(signal, Rejection):
+            self.dead_letter(message, signal, outbox)
+            return
+        key: bytes = message.key
+        state = states.get_or_new(key)
+        outcome = apply_signal(
+            signal.agent_did,
+            state,
+            SignalTrigger(dimension, message.partition, message.offset, signal.signal_id),
+            signal.value,
+            signal.timestamp_ms,
+            now_ms,
+            clock.time_ms,
+            self.windows,
+            config,
+            signal.source,
+        )
+        if outcome.applied:
+            self.counters.signals_applied[dimension] += 1
+            if self.observe_latency is not None:
+                self.observe_latency(max(0.0, time.time() - record_ms / 1000))
+            states.mark_dirty(key)
+            schedule.track(key, state)
+            if outcome.revocation is not None:
+                self._queue_revocation(
+                    signal.agent_did, key, outcome.revocation, message.partition, outbox
+                )
+        else:
+            self.counters.duplicates_skipped += 1
+            # A redelivery: the state may exist only locally if the crash beat the changelog, so
+            # write it again; and re-publish the revocation this very signal caused, if any.
+            states.mark_dirty(key)
+            if outcome.republish is not None:
+                self._queue_revocation(
+                    signal.agent_did, key, outcome.republish, message.partition, outbox
+                )
+
+    def dead_letter(self, message: Any, rejection: Rejection, outbox: Outbox) -> None:
+        self.counters.dead_letters += 1
+        log.debug(
+            "Dead letter %s[%d]@%d: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejection.message,
+        )
+        # Keyed like the original when that key is short (so a producer's dead letters stay
+        # together), never with an oversized key: the dead letter must always fit.
+        key = message.key if message.key is not None and len(message.key) <= 1024 else None
+        outbox.dead_letters.append(
+            Outgoing(
+                self.names.deadletter,
+                key,
+                dead_letter(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    message.timestamp,
+                    rejection,
+                    self.now_ms(),
+                    self.dead_letter_kept_bytes,
+                ),
+                message.partition,
+            )
+        )
+
+    def close_agent(
+        self,
+        key: bytes,
+        partition: int,
+        states: PartitionStates,
+        clock: PartitionClock,
+        config: ScoringConfig,
+        outbox: Outbox,
+    ) -> None:
+        state = states.get(key)
+        if state is None:  # pragma: no cover - the schedule only holds stored agents
+            return
+        agent_did = key.decode()
+        outcome = close_windows(
+            agent_did, state, clock.time_ms, clock.last_tick_offset, self.windows, config
+        )
+        if not outcome.updates:
+            return
+        states.mark_dirty(key)
+        self.counters.windows_closed += len(outcome.updates)
+        for update in outcome.updates:
+            outbox.ordered.append(
+                Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
+            )
+        if outcome.revocation is not None:
+            self._queue_revocation(agent_did, key, outcome.revocation, partition, outbox)
+
+    def _queue_revocation(
+        self, agent_did: str, key: bytes, revocation: Revocation, partition: int, outbox: Outbox
+    ) -> None:
+        self.counters.revocations += 1
+        log.info("Revoking %s: %s", agent_did, revocation.reason)
+        outbox.ordered.append(
+            Outgoing(
+                self.names.revocations,
+                key,
+                revocation_message(agent_did, revocation, self.names.signals, self.windows.size_ms),
+                partition,
+            )
+        )

@@ -1,0 +1,175 @@
+"""The local database is always a prefix of the changelog: a state is written locally only once
+Kafka has confirmed it, with the offset it reaches, and read from memory until then. So a worker
+that dies at any point never restarts on local state the changelog lacks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from aiokafka.errors import KafkaTimeoutError
+
+from streams.changelog import PERSISTED_OFFSET_KEY
+from streams.delivery import DeliveryHealth, Retrying
+from streams.localdb import open_partition_db
+from streams.scoring.agent import AgentState
+from streams.scoring.codec import encode_state
+from streams.statestore import StateStore
+from tests.support.fake_kafka import FakeBatch, FakeProducer
+
+
+class HeldProducer(FakeProducer):
+    """Stores nothing and answers nothing until released: a send whose acknowledgement has not
+    come back (yet, or ever: the process dies first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[asyncio.Future[Any], str, int, list[tuple[Any, Any]]]] = []
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.held.append((future, topic, partition, batch.rows))
+        return future
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for future, topic, partition, rows in held:
+            future.set_result(self._future(topic, partition, rows).result())
+
+
+def _store(directory: Path, producer: FakeProducer, **retrying: Any) -> StateStore:
+    return StateStore(
+        state_dir=directory,
+        changelog_topic="changelog",
+        producer=lambda: producer,
+        delivery=Retrying(DeliveryHealth(), **retrying),
+    )
+
+
+def _local(directory: Path, partition: int = 0) -> dict[bytes, bytes]:
+    """What a new worker finds in the partition's database (the old one abandoned)."""
+    db = open_partition_db(directory / "agent-state" / f"partition-{partition}")
+    try:
+        return dict(db.items())  # type: ignore[arg-type]
+    finally:
+        db.close()
+
+
+def _abandon(store: StateStore) -> None:
+    """The process dies: nothing more happens to what it held in memory."""
+    for partition in list(store._dbs):
+        store._dbs.pop(partition).close()
+
+
+async def test_nothing_is_written_locally_before_the_changelog_confirms(tmp_path: Path) -> None:
+    producer = HeldProducer()
+    store = _store(tmp_path, producer)
+    state = encode_state(AgentState(score=640))
+    await store.write(0, [(b"did:a:1", state)])
+    # Readable at once, from memory; not in the database.
+    assert store.get(0, b"did:a:1") == state
+    assert store.lookup(0, b"did:a:1") == AgentState(score=640)
+    assert store.is_held(0, b"did:a:1")
+    assert store.db(0).get(b"did:a:1") is None
+    confirming = asyncio.ensure_future(store.confirm())
+    await asyncio.sleep(0.01)
+    assert not confirming.done() and store.db(0).get(b"did:a:1") is None
+    producer.release()
+    await confirming
+    assert store.db(0).get(b"did:a:1") == state
+    assert store.persisted_offset(0) == 0  # the one record, at offset 0
+    assert not store.is_held(0, b"did:a:1")
+
+
+async def test_a_worker_that_dies_before_the_confirmation_restarts_on_the_changelog_prefix(
+    tmp_path: Path,
+) -> None:
+    producer = HeldProducer()
+    store = _store(tmp_path, producer)
+    await store.write(0, [(b"did:a:1", b"one")])
+    producer.release()
+    await store.confirm()
+    # Sent, never confirmed: the second value and the positions written after it.
+    await store.write(0, [(b"did:a:1", b"two"), (b"did:a:2", b"new")])
+    await store.write(0, [(b"\x00signal-positions", b"[7,7,7,7,7]")])
+    _abandon(store)
+    assert _local(tmp_path) == {b"did:a:1": b"one", PERSISTED_OFFSET_KEY: b"0"}
+
+
+async def test_a_refused_batch_reaches_the_database_only_as_its_newest_value(
+    tmp_path: Path,
+) -> None:
+    producer = FakeProducer()
+    producer.refusing["changelog"] = KafkaTimeoutError()
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        assert producer.on("changelog") == []
+        # Refused so far: nothing of it may be in the database.
+        assert store.db(0).get(b"did:a:1") is None
+        producer.refusing.clear()
+
+    store = _store(tmp_path, producer, sleep=sleep)
+    await store.write(0, [(b"did:a:1", b"first"), (b"did:a:2", b"x")])
+    await store.write(0, [(b"did:a:1", b"second")])
+    await store.confirm()
+    assert len(delays) == 1
+    # The resend carries the newest value of each key, once.
+    assert producer.on("changelog") == [(b"did:a:1", b"second", 0), (b"did:a:2", b"x", 0)]
+    local = _local_open(store)
+    assert local == {b"did:a:1": b"second", b"did:a:2": b"x", PERSISTED_OFFSET_KEY: b"1"}
+
+
+def _local_open(store: StateStore, partition: int = 0) -> dict[bytes, bytes]:
+    return dict(store.db(partition).items())  # type: ignore[arg-type]
+
+
+async def test_a_tombstone_deletes_locally_only_once_confirmed(tmp_path: Path) -> None:
+    producer = HeldProducer()
+    store = _store(tmp_path, producer)
+    await store.write(0, [(b"did:a:1", encode_state(AgentState()))])
+    producer.release()
+    await store.confirm()
+    await store.delete_agents(0, [b"did:a:1"])
+    assert store.get(0, b"did:a:1") is None and store.lookup(0, b"did:a:1") is None
+    assert [key for key, _ in store.iter_agents(0)] == []
+    assert store.db(0).get(b"did:a:1") is not None  # until the tombstone is confirmed
+    producer.release()
+    await store.confirm()
+    assert store.db(0).get(b"did:a:1") is None
+    assert producer.on("changelog")[-1] == (b"did:a:1", None, 0)
+
+
+async def test_unconfirmed_states_are_listed_with_the_stored_ones(tmp_path: Path) -> None:
+    producer = HeldProducer()
+    store = _store(tmp_path, producer)
+    await store.write(0, [(b"did:a:1", encode_state(AgentState(score=100)))])
+    producer.release()
+    await store.confirm()
+    await store.write(0, [(b"did:a:1", encode_state(AgentState(score=200)))])
+    await store.write(0, [(b"did:a:2", encode_state(AgentState(score=300)))])
+    assert {key: state.score for key, state in store.iter_agents(0)} == {
+        b"did:a:1": 200,
+        b"did:a:2": 300,
+    }
+
+
+async def test_a_confirmation_after_the_partition_was_given_up_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    producer = HeldProducer()
+    store = _store(tmp_path, producer)
+    await store.write(0, [(b"did:a:1", b"mine")])
+    confirming = asyncio.ensure_future(store.confirm())
+    await asyncio.sleep(0.01)
+    # Given up (another worker owns it now, or the database was found damaged and wiped).
+    store.forget({0})
+    assert store.get(0, b"did:a:1") is None
+    producer.release()
+    await confirming
+    assert store.db(0).get(b"did:a:1") is None
+    assert store.persisted_offset(0) == -1
