@@ -22,9 +22,10 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from .config_topic import ConfigFollower, ConfigUpdate, _to_config, describe, publish_config
-from .kafka import clients, faustbridge
+from .kafka import clients
 from .messages import DID_RE, ReinstateCommand, iso_utc
 from .openapi import document
+from .ownership import Ownership
 from .scoring.agent import AgentState
 from .scoring.formulas import contribution_points, trend
 from .scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig, tier_for
@@ -101,16 +102,19 @@ class Api:
         settings: Settings,
         store: StateStore,
         config: ConfigFollower,
+        ownership: Ownership,
     ) -> None:
         self.app = app
         self.settings = settings
         self.store = store
         self.config = config
+        self.ownership = ownership
         self.names = TopicNames(settings.topic_prefix)
         self.kafka = clients.KafkaConnection.from_settings(settings)
 
     def owned_partitions(self) -> list[int]:
-        return faustbridge.owned_partitions(self.app, self.names.ticks)
+        """Partitions whose state is restored here (one being taken over is not served yet)."""
+        return sorted(self.ownership.owned)
 
     def state_of(self, did: str) -> AgentState | None:
         key = did.encode()
@@ -160,9 +164,14 @@ def _error(view: View, status: int, message: str) -> Response:
 
 
 def install(
-    app: Any, settings: Settings, table: Any, store: StateStore, config: ConfigFollower
+    app: Any,
+    settings: Settings,
+    table: Any,
+    store: StateStore,
+    config: ConfigFollower,
+    ownership: Ownership,
 ) -> Api:
-    api = Api(app, settings, store, config)
+    api = Api(app, settings, store, config, ownership)
 
     routed = app.table_route(table=table, match_info="did")
     openapi_document = document()

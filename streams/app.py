@@ -27,6 +27,7 @@ from .intake import SignalIntake
 from .kafka import faustbridge
 from .kafka.clients import KafkaConnection, faust_broker_options
 from .observability import install as install_observability
+from .ownership import Ownership
 from .pipeline import ScoringPipeline, wall_clock_ms
 from .restore import restore_verified
 from .settings import Settings
@@ -97,8 +98,11 @@ def create_app(settings: Settings) -> TrustApp:
         rocksdb_memory_bytes=settings.rocksdb_memory_mb * 1024 * 1024,
         delivery=retrying,
     )
+    # The one record of which partitions this worker owns (see streams/ownership.py).
+    ownership = Ownership()
     pipeline = ScoringPipeline(
         app=app,
+        ownership=ownership,
         store=store,
         names=names,
         windows=settings.window_policy,
@@ -158,7 +162,7 @@ def create_app(settings: Settings) -> TrustApp:
 
     @app.timer(settings.tick_interval_seconds, name="window-ticks")
     async def send_ticks() -> None:
-        owned = faustbridge.owned_partitions(app, names.ticks)
+        owned = sorted(ownership.assigned)
         if not owned:
             return
         if broker.unreachable_since is not None:
@@ -204,7 +208,7 @@ def create_app(settings: Settings) -> TrustApp:
         for partition, check in checks.items():
             # The check decoded every state already: its schedule spares decoding them again.
             pipeline.schedules[partition] = check.schedule
-        pipeline.mark_restored(partitions)
+        ownership.take_over(partitions)
         await feed.own(partitions)
 
     crashes: set[asyncio.Task[None]] = set()
@@ -231,7 +235,7 @@ def create_app(settings: Settings) -> TrustApp:
         revoked: set[TP] = args[0]
         partitions = {tp.partition for tp in revoked if tp.topic == names.ticks}
         await cancel_takeover()
-        pipeline.mark_unrestored(partitions)
+        ownership.revoke(partitions)
         # Before anyone else may take them: finish the batch in flight, make its state durable.
         await feed.release(partitions)
         await pipeline.make_durable()
@@ -241,6 +245,7 @@ def create_app(settings: Settings) -> TrustApp:
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
         assigned: set[TP] = args[0]
         owned = sorted(tp.partition for tp in assigned if tp.topic == names.ticks)
+        ownership.assign(owned)
         log.info("Assigned partitions %s of %d", owned, settings.partitions)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
@@ -249,16 +254,15 @@ def create_app(settings: Settings) -> TrustApp:
         # (Faust waits for this receiver) and processing of a partition waits for its state.
         if faustbridge.faust_consumer(app) is None:
             return
-        owned = set(faustbridge.owned_partitions(app, names.ticks))
         if takeover[0] is not None and not takeover[0].done():
             return  # Faust sends it twice after a recovery: the take-over is under way
-        if owned == pipeline.restored == feed.partitions and pipeline.restore_done.is_set():
+        if ownership.up_to_date and feed.partitions == ownership.owned:
             return
         await cancel_takeover()
-        task = asyncio.ensure_future(take_over(owned))
+        task = asyncio.ensure_future(take_over(set(ownership.assigned)))
         task.add_done_callback(crash_on_failure)
         takeover[0] = task
 
     install_observability(app, pipeline, config, feed, broker)
-    install_api(app, settings, table, store, config)
+    install_api(app, settings, table, store, config, ownership)
     return TrustApp(app, settings, names, table, pipeline, config, feed)

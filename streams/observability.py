@@ -248,7 +248,10 @@ def install(
             waiting = []
             if faust_consumer(app) is None or app.rebalancing:
                 waiting.append("joining the consumer group")
-            if not app.tables.recovery.completed.is_set() or not pipeline.restore_done.is_set():
+            if (
+                not app.tables.recovery.completed.is_set()
+                or not pipeline.ownership.settled.is_set()
+            ):
                 waiting.append("restoring agent state")
             if not config.ready.is_set():
                 waiting.append("reading the scoring configuration")

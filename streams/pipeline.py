@@ -28,6 +28,7 @@ from .durability import PipelineFailed as PipelineFailed
 from .gaps import OffsetGuard, Rewind
 from .handlers import PipelineCounters, RecordHandlers
 from .intake import DEFAULT_KEPT_BYTES, SignalIntake
+from .ownership import Ownership
 from .scoring.model import ScoringConfig
 from .scoring.windows import WindowPolicy
 from .statestore import SIGNAL_POSITIONS_KEY, PartitionStates, StateStore
@@ -82,6 +83,7 @@ class ScoringPipeline:
         config_ready: asyncio.Event | None = None,
         now_ms: Callable[[], int] = wall_clock_ms,
         close_slice_seconds: float = 0.005,
+        ownership: Ownership | None = None,
     ) -> None:
         self.app = app
         self.store = store
@@ -111,10 +113,8 @@ class ScoringPipeline:
         #: Keeps the order in which states, outputs and progress are stored (see its module).
         self.durability = Durability(store, delivery, self._turn)
         self._positions: dict[int, list[int]] = {}
-        #: Partitions whose state is restored and owned: only their records are processed.
-        self.restored: set[int] = set()
-        #: Set while no take-over is under way (Faust's records wait for it).
-        self.restore_done = asyncio.Event()
+        #: Which partitions are owned: only their records are processed.
+        self.ownership = ownership if ownership is not None else Ownership()
         #: How long window closing may hold the lock before letting a signal batch in.
         self.close_slice_seconds = close_slice_seconds
         # How long the last signal batch held the lock: closing takes turns as long (see
@@ -124,12 +124,13 @@ class ScoringPipeline:
     # -- partition lifecycle -------------------------------------------------------------------
 
     def mark_restored(self, partitions: set[int]) -> None:
-        self.restored = set(partitions)
-        self.restore_done.set()
+        """Own exactly ``partitions`` (their state restored): see :class:`Ownership`."""
+        self.ownership.take_over(partitions)
 
-    def mark_unrestored(self, partitions: set[int]) -> None:
-        self.restored -= partitions
-        self.restore_done.clear()
+    @property
+    def restored(self) -> frozenset[int]:
+        """The partitions owned, their state restored: only their records are processed."""
+        return self.ownership.owned
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop in-memory indexes of partitions this worker no longer owns."""
@@ -149,7 +150,7 @@ class ScoringPipeline:
         after flushing the producer.
         """
         await self._wait_for_config()
-        await self.restore_done.wait()
+        await self.ownership.settled.wait()
         async with self._turn:
             admitted, holes = self.offsets.admit(events)
             records = [record_of(event) for event in admitted]

@@ -1,7 +1,7 @@
 """The parts of Faust's clients that Faust keeps private, reached in one place.
 
-The worker needs a few things Faust has no public API for: whether its consumer has started and
-what it was assigned, the aiokafka producer behind Faust's (so that deliveries can be confirmed
+The worker needs a few things Faust has no public API for: whether its consumer has started (and,
+for the lag metric, what it was assigned), the aiokafka producer behind Faust's (so that deliveries can be confirmed
 one by one), and un-acknowledging offsets Faust took for holes when a partition is read again.
 Each is one function here, so an upgrade of Faust that moves them breaks this module alone.
 """
@@ -16,14 +16,6 @@ from faust.types import TP
 def faust_consumer(app: Any) -> Any | None:
     """Faust's consumer, or ``None`` until the worker has started it."""
     return app._consumer
-
-
-def owned_partitions(app: Any, topic: str) -> list[int]:
-    """Partitions of ``topic`` assigned to this worker (none before the consumer started)."""
-    consumer = faust_consumer(app)
-    if consumer is None:
-        return []
-    return sorted(tp.partition for tp in consumer.assignment() if tp.topic == topic)
 
 
 def kafka_producer(app: Any) -> Any:
