@@ -243,3 +243,50 @@ async def test_dead_letter_topic_unwritable_blocks_then_resumes_without_loss(
     _same_worker(worker, pid, "the refused dead-letter topic")
     assert "Traceback" not in worker.log
     assert not problems, "\n".join(problems)
+
+
+async def test_refused_scores_and_revocations_hold_progress_then_publish_every_owed_output(
+    private_broker: PrivateBroker, spawn_worker, topic_prefix: str
+) -> None:
+    """The score and revocation topics refuse every record for a while (``max.message.bytes``
+    too small). The worker waits, and is then killed while waiting: were any signal position
+    stored past the batch that owes those outputs, the restarted worker would never read its
+    signals again and the outputs would be lost. Once the topics accept again, every owed update
+    and revocation is published (a repeat only byte for byte) and final scores equal the
+    oracle's."""
+    worker, pid = await _start_worker(spawn_worker, private_broker)
+    address = private_broker.address
+    outputs = [f"{topic_prefix}trust.scores", f"{topic_prefix}trust.revocations"]
+    limits = {topic: await topic_setting(address, topic, "max.message.bytes") for topic in outputs}
+    rng = random.Random(4242)
+    fleet = Fleet(topic_prefix)
+    agents = [f"did:mesh:owed-{i:03d}" for i in range(300)]
+    await produce(address, steady_stream(fleet, rng, agents, 2000))
+    wait_for_page(worker.base_url, "/readyz", lambda s, _: s == 200, 60, "ready before the fault")
+
+    for topic in outputs:
+        await set_topic_settings(address, topic, {"max.message.bytes": "64"})
+    await produce(address, steady_stream(fleet, rng, agents, 3000))
+    named, ready = poll_page(
+        worker.base_url,
+        "/readyz",
+        lambda status, body: status == 503 and any(t in body for t in outputs),
+        60,
+    )
+    await produce(address, steady_stream(fleet, rng, agents, 3000))
+    await asyncio.sleep(3)  # blocked a while, periodic checkpoints due meanwhile
+    _same_worker(worker, pid, "refused outputs")
+    worker.kill()
+    worker.start()  # on the same state directory
+    worker.wait_until_assigned(timeout=120)
+    await asyncio.sleep(3)  # still refused: the replay blocks again
+
+    for topic, limit in limits.items():
+        await set_topic_settings(address, topic, {"max.message.bytes": limit})
+    wait_for_page(
+        worker.base_url, "/readyz", lambda s, _: s == 200, 120, "ready once the topics accept"
+    )
+    await assert_final_scores(address, topic_prefix, fleet, timeout=180)
+    await assert_revocations_exact(address, topic_prefix, fleet)
+    assert "Traceback" not in worker.log_since_start()
+    assert named, f"/readyz did not name a refusing output topic within 60 s; last {ready}"
