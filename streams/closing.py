@@ -17,8 +17,7 @@ first processing recorded.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -78,6 +77,45 @@ def tick_refusal(tick_ms: int | None, now_ms: int, tolerance_ms: int) -> str | N
     return None
 
 
+class PendingCloses:
+    """Agents with a window found due and not closed yet, oldest first, each once.
+
+    Once: an agent behind by several windows is found due once per window, and closing it
+    closes them all; queued again, it would cost a lookup for nothing each time, and when
+    closing falls behind those repeats outnumber the work (measured: 2.2 million queued for
+    93,000 agents)."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[bytes] = ()) -> None:
+        self._keys: dict[bytes, None] = dict.fromkeys(keys)
+
+    def extend(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self._keys.setdefault(key)
+
+    def popleft(self) -> bytes:
+        key = next(iter(self._keys))
+        del self._keys[key]
+        return key
+
+    def discard(self, keys: set[bytes]) -> None:
+        for key in keys:
+            self._keys.pop(key, None)
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._keys)
+
+
 @dataclass(slots=True)
 class PartitionSchedule:
     """In-memory index of one partition: which agents have which windows open.
@@ -90,7 +128,7 @@ class PartitionSchedule:
     #: Agents whose last close came from a given tick offset: re-published if that tick replays.
     closed_by_tick: dict[int, list[bytes]] = field(default_factory=dict)
     #: Agents with a window found due by a tick and not closed yet (closing runs in slices).
-    pending: deque[bytes] = field(default_factory=deque)
+    pending: PendingCloses = field(default_factory=PendingCloses)
 
     def rebuild(self, agents: Iterable[tuple[bytes, AgentState]]) -> int:
         self.open_windows.clear()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 
 from .closing import PartitionSchedule
@@ -87,8 +86,7 @@ def forget_in_schedule(schedule: PartitionSchedule, keys: set[bytes]) -> None:
         agents.difference_update(keys)
     for offset, closed in list(schedule.closed_by_tick.items()):
         schedule.closed_by_tick[offset] = [key for key in closed if key not in keys]
-    if any(key in keys for key in schedule.pending):
-        schedule.pending = deque(key for key in schedule.pending if key not in keys)
+    schedule.pending.discard(keys)
 
 
 class AgentExpiry:

@@ -1,8 +1,9 @@
 """The parts of Faust's clients that Faust keeps private, reached in one place.
 
 The worker needs a few things Faust has no public API for: whether its consumer has started (and,
-for the lag metric, what it was assigned), the aiokafka producer behind Faust's (so that deliveries can be confirmed
-one by one), and un-acknowledging offsets Faust took for holes when a partition is read again.
+for the lag metric, what it was assigned), the aiokafka producer behind Faust's (so that
+deliveries can be confirmed one by one), and un-acknowledging offsets Faust took for holes when a
+partition is read again.
 Each is one function here, so an upgrade of Faust that moves them breaks this module alone.
 """
 

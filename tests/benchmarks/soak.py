@@ -20,9 +20,10 @@ Revocation latency is measured as the latency benchmark measures it, with its he
 agents primed ten seconds ahead, one critical signal every PROBE_INTERVAL_S, latency from just
 before the signal is produced until its revocation arrives here.
 
-Every S seconds (10): the worker's RSS (/proc/<pid>/status VmRSS), its consumer lag (the
-``trust_consumer_lag`` gauge summed), live agents (``trust_live_agents``) and
-agents expired (``trust_agents_expired``) when the worker exposes them. Figures: flatness (mean
+Every S seconds (10): the worker's RSS (/proc/<pid>/status VmRSS) and CPU time, its consumer lag
+(the ``trust_consumer_lag`` gauge summed), live agents (``trust_live_agents``), agents expired
+(``trust_agents_expired``) and closes pending (``trust_windows_close_pending``: closing keeps up
+while it stays small) when the worker exposes them. Figures: flatness (mean
 RSS of the last third of the run against the middle third: within 10 % is flat), the largest lag,
 and revocation latency over the whole run; series of RSS, lag, revocation p99 and live agents
 over time. Writes <out-dir>/soak.json (see tests/benchmarks/results.py).
@@ -34,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -140,11 +142,13 @@ async def reinstate_revoked(
 
 def take_sample(worker: WorkerProcess, at_s: float) -> Sample:
     state.require_running(worker, "under the soak's load")
-    rss, _ = state.memory_mib(state.pid_of(worker))
+    pid = state.pid_of(worker)
+    rss, _ = state.memory_mib(pid)
+    cpu = cpu_seconds(pid)
     try:
         metrics = state.scrape(worker)
     except OSError:
-        return Sample(at_s, rss, None, None, None)
+        return Sample(at_s, rss, None, None, None, cpu)
     expired = next((metrics[name] for name in EXPIRED_METRICS if name in metrics), None)
     return Sample(
         at_s,
@@ -152,7 +156,15 @@ def take_sample(worker: WorkerProcess, at_s: float) -> Sample:
         metrics.get("trust_consumer_lag", 0.0),
         metrics.get(LIVE_METRIC),
         expired,
+        cpu,
+        metrics.get("trust_windows_close_pending"),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(slots=True)

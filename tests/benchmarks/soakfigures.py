@@ -97,6 +97,21 @@ class Sample:
     lag: float | None  # None: /metrics did not answer in time
     live_agents: float | None
     expired: float | None
+    #: CPU seconds the worker has used since it started (user and system).
+    cpu_s: float | None = None
+    #: Agents with a window due and not yet closed (``trust_windows_close_pending``).
+    close_pending: float | None = None
+
+
+def cpu_share(samples: Sequence[Sample], duration_s: float) -> float | None:
+    """The worker's CPU use over the last third of the run, as a share of one core (its Python
+    thread can use one core at most; RocksDB's threads are counted too)."""
+    window = [s for s in samples if s.cpu_s is not None and s.at_s >= duration_s * 2 / 3]
+    if len(window) < 2 or window[-1].at_s <= window[0].at_s:
+        return None
+    first, last = window[0], window[-1]
+    assert first.cpu_s is not None and last.cpu_s is not None
+    return (last.cpu_s - first.cpu_s) / (last.at_s - first.at_s)
 
 
 # -- figures (pure) ----------------------------------------------------------------------------
@@ -264,6 +279,28 @@ def build_result(args: argparse.Namespace, rate_facts: dict[str, Any], m: Measur
         result.add("soak_lag_max", "consumer lag, largest sample", max(lags), "records")
         result.add(
             "soak_lag_mean", "consumer lag, mean of the samples", sum(lags) / len(lags), "records"
+        )
+    pending = [s.close_pending for s in m.samples if s.close_pending is not None]
+    if pending:
+        result.add(
+            "soak_close_pending_max",
+            "agents with a window due and not yet closed, largest sample",
+            max(pending),
+            "agents",
+        )
+        result.add(
+            "soak_close_pending_last",
+            "agents with a window due and not yet closed, last sample",
+            pending[-1],
+            "agents",
+        )
+    share = cpu_share(m.samples, m.samples[-1].at_s if m.samples else 0.0)
+    if share is not None:
+        result.add(
+            "soak_worker_cpu_share",
+            "worker CPU over the last third of the run, share of one core",
+            round(share, 3),
+            "cores",
         )
     result.add("soak_probes", "revocation probes sent", m.probes, "probes")
     result.add("soak_revocation_samples", "revocations measured", len(m.probed.latencies), "probes")

@@ -5,13 +5,12 @@ tests/integration/test_agent_ttl.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from streams.closing import PartitionSchedule
+from streams.closing import PartitionSchedule, PendingCloses
 from streams.expiry import (
     AgentExpiry,
     forget_in_schedule,
@@ -77,7 +76,7 @@ def test_removed_agents_leave_the_window_schedule() -> None:
     schedule = PartitionSchedule(
         open_windows={0: {gone, kept}},
         closed_by_tick={7: [gone, kept]},
-        pending=deque([gone, kept]),
+        pending=PendingCloses([gone, kept]),
     )
     forget_in_schedule(schedule, {gone})
     assert schedule.open_windows == {0: {kept}}
