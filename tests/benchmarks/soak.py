@@ -322,6 +322,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     parser.add_argument("--max-rate", type=float, help="signals/s taken as 100%% load")
     parser.add_argument("--load-percent", type=float, default=LOAD_PERCENT)
     parser.add_argument("--rate", type=float, help="steady signals/s, in place of a percentage")
+    parser.add_argument("--basis", help="why this load: a sentence for the report's notes")
     parser.add_argument("--ttl-minutes", type=float, help="idle-agent TTL (a third of the run)")
     parser.add_argument("--sample-seconds", type=float, help=f"sampling interval ({SAMPLE_S:g})")
     parser.add_argument("--cache-agents", type=int, default=STATE_CACHE_AGENTS)

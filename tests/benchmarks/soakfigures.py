@@ -398,11 +398,14 @@ def _add_notes(result: Result, args: argparse.Namespace, m: Measured, flat: Flat
         "the live set the flatness compares."
     )
     notes.append(
-        f"Sampled every {args.sample_seconds:g} s: RSS from /proc/<pid>/status, the "
-        "trust_consumer_lag gauge summed over partitions (signals, ticks and commands), "
-        f"{LIVE_METRIC} and trust_agents_expired when the worker exposes them. Broker, worker, "
-        "load process and this process share the machine."
+        f"Sampled every {args.sample_seconds:g} s: RSS from /proc/<pid>/status and CPU time from "
+        "/proc/<pid>/stat, the trust_consumer_lag gauge summed over partitions (signals, ticks "
+        f"and commands), {LIVE_METRIC}, trust_agents_expired and trust_windows_close_pending "
+        "when the worker exposes them. Broker, worker, load process and this process share the "
+        "machine."
     )
+    if getattr(args, "basis", None):
+        notes.append(f"Load chosen: {args.basis}")
     probed = m.probed
     if probed.otherwise or probed.unrevoked or probed.not_probes:
         notes.append(
