@@ -34,6 +34,9 @@ SOAK_FIGURES = {
     "soak_peak_rss_mib",
     "soak_lag_max",
     "soak_lag_mean",
+    "soak_close_pending_max",
+    "soak_close_pending_last",
+    "soak_worker_cpu_share",
     "soak_probes",
     "soak_revocation_samples",
     "soak_probes_reinstated",
@@ -138,6 +141,8 @@ async def test_soak_samples_every_interval_and_measures_every_probe(
     params = result["parameters"]
     value = values_of(result)
     assert SOAK_FIGURES <= set(value) <= SOAK_FIGURES | SOAK_TTL_FIGURES
+    assert 0 < value["soak_worker_cpu_share"] < 4  # cores
+    assert value["soak_close_pending_max"] >= value["soak_close_pending_last"] >= 0
     growth = next(f for f in result["figures"] if f["key"] == "soak_rss_growth")
     assert growth["target"] == {"op": "<=", "value": 1.1}
     assert value["soak_rss_growth"] == pytest.approx(
