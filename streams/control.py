@@ -76,7 +76,7 @@ class ControlRecords:
         clock.time_ms = max(clock.time_ms, tick_ms)
         windows = self.windows
         clock_ms = clock.time_ms
-        # Closed by _close_due, in slices, once this batch is written.
+        # Closed by the pipeline (ScoringPipeline._close_due), in turns, once this batch is written.
         schedule.pending.extend(schedule.take_due(lambda start: windows.is_closed(start, clock_ms)))
         return True
 
