@@ -30,13 +30,14 @@ import asyncio
 from dataclasses import dataclass, field
 
 from .delivery import Delivery, Outgoing
+from .errors import TrustServiceError
 from .statestore import CLOCK_KEY, StateStore
 
 #: Agents written per turn by a checkpoint: about a millisecond of encoding and writing.
 CHECKPOINT_SLICE = 200
 
 
-class PipelineFailed(RuntimeError):
+class PipelineFailed(TrustServiceError, RuntimeError):
     """A batch failed part-way: the worker must stop and replay from its last progress."""
 
 

@@ -24,6 +24,7 @@ from rocksdict import WriteBatch
 
 from .changelog import PERSISTED_OFFSET_KEY
 from .closing import PartitionClock, PartitionSchedule
+from .errors import TrustServiceError
 from .scoring.agent import AgentState
 from .scoring.codec import decode_state
 from .statefiles import raw_items
@@ -159,7 +160,7 @@ async def check_partition(
     return check
 
 
-class UnrepairableState(RuntimeError):
+class UnrepairableState(TrustServiceError, RuntimeError):
     """A partition's database cannot be read even right after being restored from scratch (a
     failing disk?): check the state directory's file system, then restart the worker."""
 

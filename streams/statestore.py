@@ -21,7 +21,6 @@ Keys are raw DID bytes, the same bytes producers partition by.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -35,6 +34,7 @@ from .delivery import DeliveryHealth, Retrying
 from .localdb import ROCKSDB_MEMORY_PROPERTIES, RocksMemory, open_partition_db
 from .scoring.agent import AgentState
 from .scoring.codec import decode_state, encode_state
+from .statecache import StateCache
 from .statefiles import StateCounters, open_or_wipe, wipe
 
 #: Keys that are not agents start with a NUL byte, which no DID can contain.
@@ -43,19 +43,6 @@ CLOCK_KEY = b"\x00partition-clock"
 #: Next offset to read per signal topic (dimension order): written after the states they led to,
 #: in the same changelog partition, so a database never holds a position ahead of its states.
 SIGNAL_POSITIONS_KEY = b"\x00signal-positions"
-
-
-def held_bytes(state: AgentState) -> int:
-    """About how much memory a decoded state takes. Measured with tracemalloc: 1 KiB, plus 32
-    bytes per recent value, 110 per history entry, 200 per explained signal and 300 per open
-    window (30 KiB for a full state)."""
-    return (
-        1000
-        + 32 * sum(map(len, state.recent))
-        + 110 * len(state.history)
-        + 200 * len(state.recent_signals)
-        + 300 * len(state.open_windows)
-    )
 
 
 class StateStore:
@@ -76,16 +63,7 @@ class StateStore:
         self._rocks_memory = (
             None if rocksdb_memory_bytes is None else RocksMemory.of(rocksdb_memory_bytes)
         )
-        # Decoded states of recently active agents, per partition: decoding is the largest cost
-        # of a read. Entries are the very objects last written, so they never go stale while the
-        # partition stays assigned; a partition's entries are dropped when it moves.
-        # Bounded by count and by estimated memory: a state grows with its agent's history (3 KiB
-        # new, 30 KiB full), so a count alone would let the cache grow tenfold as states fill.
-        self._cache_agents = cache_agents
-        self._cache_bytes = cache_bytes
-        self._cache: OrderedDict[tuple[int, bytes], AgentState] = OrderedDict()
-        self._cache_sizes: dict[tuple[int, bytes], int] = {}
-        self._cached_bytes = 0
+        self._cache = StateCache(cache_agents, cache_bytes)
         # Changed since the last persist, per partition; the cache may evict, the stage may not.
         self._staged: dict[int, dict[bytes, AgentState]] = {}
         self._staged_last: dict[int, dict[bytes, bytes]] = {}
@@ -170,10 +148,7 @@ class StateStore:
         return state
 
     def cached(self, partition: int, key: bytes) -> AgentState | None:
-        state = self._cache.get((partition, key))
-        if state is not None:
-            self._cache.move_to_end((partition, key))
-        return state
+        return self._cache.get((partition, key))
 
     def iter_agents(self, partition: int) -> Iterator[tuple[bytes, AgentState]]:
         """Every agent state of ``partition`` held locally (after a restore: all of them)."""
@@ -202,26 +177,12 @@ class StateStore:
     # -- the cache and the stage ---------------------------------------------------------------
 
     def remember(self, partition: int, key: bytes, state: AgentState) -> None:
-        entry = (partition, key)
-        cache = self._cache
-        sizes = self._cache_sizes
-        cache[entry] = state
-        cache.move_to_end(entry)
-        size = held_bytes(state)
-        self._cached_bytes += size - sizes.get(entry, 0)
-        sizes[entry] = size
-        while len(cache) > self._cache_agents or self._cached_bytes > self._cache_bytes:
-            evicted, _ = cache.popitem(last=False)
-            self._cached_bytes -= sizes.pop(evicted)
-
-    def _uncache(self, entry: tuple[int, bytes]) -> None:
-        if self._cache.pop(entry, None) is not None:
-            self._cached_bytes -= self._cache_sizes.pop(entry)
+        self._cache.put((partition, key), state)
 
     @property
     def cached_bytes(self) -> int:
         """Estimated memory of the decoded states cached now."""
-        return self._cached_bytes
+        return self._cache.bytes
 
     def stage(self, partition: int, key: bytes, state: AgentState) -> None:
         """Record a changed state, to be written by the next persist."""
@@ -246,7 +207,7 @@ class StateStore:
         """Tombstone agents (none of them held) on the changelog, in order with every state sent
         before; deleted locally once the changelog has the tombstones."""
         for key in keys:
-            self._uncache((partition, key))
+            self._cache.drop((partition, key))
         await self.changelog.send(partition, [(key, None) for key in keys])
 
     def forget(self, partitions: set[int] | None = None) -> None:
@@ -255,16 +216,12 @@ class StateStore:
         For partitions given up (persist first: their stored state may change elsewhere), or for
         everything after a failed batch (its half-applied changes must never be written).
         """
+        self._cache.drop_partitions(partitions)
         if partitions is None:
-            self._cache.clear()
-            self._cache_sizes.clear()
-            self._cached_bytes = 0
             self._staged.clear()
             self._staged_last.clear()
             self._persisting.clear()
             return
-        for entry in [entry for entry in self._cache if entry[0] in partitions]:
-            self._uncache(entry)
         for partition in partitions:
             self._staged.pop(partition, None)
             self._staged_last.pop(partition, None)

@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 
-from ..errors import TopicLayoutError
+from ..errors import TopicLayoutError, TrustServiceError
 from ..settings import Settings
 from ..topics import TopicNames
 
@@ -36,7 +36,7 @@ T = TypeVar("T")
 _TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
-class UserError(Exception):
+class UserError(TrustServiceError):
     """A mistake the user can fix; printed as one line, exit status 2."""
 
 

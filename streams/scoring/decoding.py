@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import TrustServiceError
 from .agent import (
     EXPLAINED_SIGNALS,
     N_DIMENSIONS,
@@ -31,7 +32,7 @@ _COUNT_LIMIT = 1 << 53
 _NUMBER = (float, int)
 
 
-class StateFormatError(ValueError):
+class StateFormatError(TrustServiceError, ValueError):
     """Stored agent state could not be decoded: it was written by a newer or a broken release."""
 
 

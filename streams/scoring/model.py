@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ..errors import TrustServiceError
+
 
 class Dimension(StrEnum):
     """The five dimensions of trust, in the order the total score sums them."""
@@ -55,7 +57,7 @@ def tier_for(total_score: int) -> Tier:
     return Tier.UNTRUSTED
 
 
-class InvalidScoringConfig(ValueError):
+class InvalidScoringConfig(TrustServiceError, ValueError):
     """A weights or thresholds update broke a rule; nothing changed. Fix the values, resend."""
 
 

@@ -19,7 +19,8 @@ import pytest
 from streams.__main__ import build_parser, main
 from streams.console import UserError
 from streams.console.publish import signals_from_lines
-from streams.console.watch import JsonLines, Received, ScoreTable
+from streams.console.views import Received, ScoreTable
+from streams.console.watch import JsonLines
 from tests.support.broker import REPO_ROOT
 
 NO_BROKER = "127.0.0.1:1"

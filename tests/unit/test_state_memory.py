@@ -10,7 +10,8 @@ from pathlib import Path
 
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import decode_state, encode_state
-from streams.statestore import StateStore, held_bytes
+from streams.statecache import held_bytes
+from streams.statestore import StateStore
 
 
 def _state(recent_values: int, history: int, explained: int = 0) -> AgentState:
