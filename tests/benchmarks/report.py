@@ -657,7 +657,7 @@ def render(collection: Collection, plots: dict[str, list[Plot]], page: Path, res
         "`--only throughput,latency` runs a subset, and `python -m tests.benchmarks.report` "
         "rebuilds this page from the existing results without running anything.",
         "",
-        "The soak (half an hour at half the throughput scenario's rate, with the idle-agent "
+        "The soak (half an hour of steady load over 100,000 agents, with the idle-agent "
         "TTL on) and the fresh-DID flood take long, so `make bench` leaves them out: "
         f"`python -m tests.benchmarks {' '.join(ON_REQUEST)}` runs them and rebuilds this page.",
         "",

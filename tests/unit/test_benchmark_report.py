@@ -409,6 +409,8 @@ def _soak(last_mib: float) -> Result:
             lag=float(at % 70),
             live_agents=80_000.0,
             expired=float(at * 10),
+            cpu_s=at * 0.5,
+            close_pending=float(at % 300),
         )
         for at in range(0, 1801, 10)
     ]
@@ -516,16 +518,17 @@ def test_soak_and_flood_get_their_sections_plots_and_targets(tmp_path: Path) -> 
     assert "Memory kept growing" not in text
 
 
-def test_a_soak_that_grows_is_explained_with_the_floods_figures(tmp_path: Path) -> None:
+def test_a_soak_that_grows_is_explained_with_its_own_figures(tmp_path: Path) -> None:
     _, text = _build(tmp_path, _soak(last_mib=600.0), _flood())
     flat = "mean RSS, last third against the middle third (flat: within 10%)"
     assert ["Soak", flat, f"≤ 1.1{report.TIMES}", f"1.20{report.TIMES}", report.MISSED] in (
         _summary_rows(text)
     )
     explanation = next(line for line in text.splitlines() if line.startswith(f"- **{flat}**"))
-    assert "went from 500 MiB to 600 MiB" in explanation
+    assert "from 500 MiB in the middle third to 600 MiB in the last" in explanation
     assert "with 41,000 agents expired by the TTL" in explanation
-    assert "prices a live agent at 2,000 bytes (2.0 KiB) of RSS (1,800 bytes" in explanation
+    assert "peaks at 290 agents" in explanation
+    assert "the worker uses 0.500 cores" in explanation
     assert "n/a" not in explanation
 
 
