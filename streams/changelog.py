@@ -96,6 +96,9 @@ class ChangelogWriter:
             return
         self._sends += 1
         send = self._sends
+        # Taken now: a partition given up while this send waits for buffer space must not have
+        # the batch written locally once it confirms.
+        generation = self._generation.get(partition, 0)
         pending = self._pending.setdefault(partition, {})
         for key, value in items:
             pending[key] = (send, value)
@@ -104,18 +107,23 @@ class ChangelogWriter:
         batch: list[Item] = []
         for key, value in items:
             if builder.append(key=key, value=value, timestamp=None) is None:
-                await self._queue(producer, builder, partition, batch, send)
+                await self._queue(producer, builder, partition, batch, send, generation)
                 builder = producer.create_batch()
                 batch = []
                 builder.append(key=key, value=value, timestamp=None)
             batch.append((key, value))
-        await self._queue(producer, builder, partition, batch, send)
+        await self._queue(producer, builder, partition, batch, send, generation)
 
     async def _queue(
-        self, producer: Any, builder: Any, partition: int, items: list[Item], send: int
+        self,
+        producer: Any,
+        builder: Any,
+        partition: int,
+        items: list[Item],
+        send: int,
+        generation: int,
     ) -> None:
         future = await producer.send_batch(builder, self.topic, partition=partition)
-        generation = self._generation.get(partition, 0)
         self._unconfirmed.append(_Sent(future, partition, items, send, generation))
 
     async def confirm(self) -> None:

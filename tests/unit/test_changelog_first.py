@@ -173,3 +173,31 @@ async def test_a_confirmation_after_the_partition_was_given_up_writes_nothing(
     await confirming
     assert store.db(0).get(b"did:a:1") is None
     assert store.persisted_offset(0) == -1
+
+
+async def test_a_send_still_queueing_when_the_partition_is_given_up_is_not_written(
+    tmp_path: Path,
+) -> None:
+    class FullBuffer(FakeProducer):
+        """send_batch waits for buffer space, as aiokafka's does when its buffer is full."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.room = asyncio.Event()
+
+        async def send_batch(
+            self, batch: FakeBatch, topic: str, *, partition: int
+        ) -> asyncio.Future[Any]:
+            await self.room.wait()
+            return await super().send_batch(batch, topic, partition=partition)
+
+    producer = FullBuffer()
+    store = _store(tmp_path, producer)
+    writing = asyncio.ensure_future(store.write(0, [(b"did:a:1", b"mine")]))
+    await asyncio.sleep(0.01)
+    store.forget({0})  # given up while the send waits
+    producer.room.set()
+    await writing
+    await store.confirm()
+    assert producer.on("changelog") == [(b"did:a:1", b"mine", 0)]  # Kafka has it
+    assert store.db(0).get(b"did:a:1") is None  # this worker no longer writes it locally
