@@ -75,7 +75,8 @@ class ChangelogWriter:
     def pending(self, partition: int, key: bytes) -> tuple[bool, bytes | None]:
         """(True, the newest value sent) for a key not yet written locally (a None value: the
         key is deleted); (False, None) when the local database has the key's latest value."""
-        held = self._pending.get(partition, {}).get(key)
+        pending = self._pending.get(partition)
+        held = None if pending is None else pending.get(key)
         return (False, None) if held is None else (True, held[1])
 
     def pending_items(self, partition: int) -> list[Item]:

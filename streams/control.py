@@ -34,7 +34,6 @@ REFUSAL_LOG_INTERVAL_SECONDS = 10.0
 
 class ControlRecords:
     def __init__(self, handlers: RecordHandlers) -> None:
-        self.handlers = handlers
         self.names = handlers.names
         self.windows = handlers.windows
         self.intake = handlers.intake

@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -144,7 +143,7 @@ def take_sample(worker: WorkerProcess, at_s: float) -> Sample:
     state.require_running(worker, "under the soak's load")
     pid = state.pid_of(worker)
     rss, _ = state.memory_mib(pid)
-    cpu = cpu_seconds(pid)
+    cpu = state.cpu_seconds(pid)
     try:
         metrics = state.scrape(worker)
     except OSError:
@@ -159,12 +158,6 @@ def take_sample(worker: WorkerProcess, at_s: float) -> Sample:
         cpu,
         metrics.get("trust_windows_close_pending"),
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(slots=True)

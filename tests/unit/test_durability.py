@@ -112,8 +112,7 @@ async def _run(pipeline: ScoringPipeline, signals: list[FakeMessage]) -> None:
 
 
 def _abandon(pipeline: ScoringPipeline) -> None:
-    for partition in list(pipeline.store._dbs):
-        pipeline.store._dbs.pop(partition).close()
+    _abandon_store(pipeline.store)
 
 
 def _stored_positions(directory: Path) -> list[int] | None:
