@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -257,14 +257,22 @@ class Arrivals:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    bootstrap: str, prefix: str, workdir: Path, name: str, **extra: str
+    bootstrap: str,
+    prefix: str,
+    workdir: Path,
+    name: str,
+    prepare: Callable[[TopicNames], Awaitable[object]] | None = None,
+    **extra: str,
 ) -> AsyncIterator[WorkerProcess]:
     """One worker with the real configuration, plus ``extra`` settings (TRUST_* by their
-    lower-case names), ready before it is yielded and stopped after."""
+    lower-case names), ready before it is yielded and stopped after. ``prepare`` runs once the
+    topics exist and before the worker starts."""
     settings = Settings(
         kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS
     )
     await ensure_topics(settings)
+    if prepare is not None:
+        await prepare(TopicNames(prefix))
     env = worker_env(
         bootstrap,
         prefix,

@@ -80,7 +80,9 @@ from tests.benchmarks.soakfigures import (
     build_result,
     classify,
 )
+from tests.benchmarks.soakfill import fill_resident
 from tests.benchmarks.soakload import load_in_own_process
+from tests.benchmarks.soakmax import OVERLOAD_MINUTES, OVERLOAD_RATE, measure_max
 from tests.support.broker import provide_broker
 from tests.support.kafka_io import producer as make_producer
 from tests.support.kafka_io import unique_name
@@ -182,6 +184,13 @@ class Sampler:
 # -- the run -----------------------------------------------------------------------------------
 
 
+def worker_settings(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        "agent_ttl_days": f"{args.ttl_minutes / MINUTES_PER_DAY:.9g}",
+        "state_cache_agents": str(args.cache_agents),
+    }
+
+
 async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: float) -> Measured:
     run_id = unique_name("soak")
     prefix = f"{run_id}."
@@ -203,11 +212,17 @@ async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: fl
         "probes_per_interval": per_chunk,
         "probe_total_score": expected_total,
     }
-    settings = {
-        "agent_ttl_days": f"{args.ttl_minutes / MINUTES_PER_DAY:.9g}",
-        "state_cache_agents": str(args.cache_agents),
-    }
-    async with running_worker(bootstrap, prefix, workdir, "soak-worker", **settings) as worker:
+    filled = 0
+
+    async def fill(topics: TopicNames) -> None:
+        nonlocal filled
+        if not args.fresh_states:
+            filled = await fill_resident(bootstrap, topics, population, args.seed)
+
+    async with running_worker(
+        bootstrap, prefix, workdir, "soak-worker", prepare=fill, **worker_settings(args)
+    ) as worker:
+        facts["filled_agents"] = filled
         revocations = Arrivals(bootstrap, names.revocations, time.perf_counter)
         primer = make_producer(bootstrap)
         # Latency starts before produce, so the probes' producer must not linger.
@@ -292,6 +307,8 @@ async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: fl
 def _rate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
     if args.rate is not None:
         return {"rate": args.rate, "rate_source": "--rate"}
+    if args.find_max:
+        return {"rate": math.nan, "rate_source": "measured first (--find-max)"}
     if args.max_rate is not None:
         max_rate, source = args.max_rate, "--max-rate"
     else:
@@ -319,6 +336,18 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     parser.add_argument("--ttl-minutes", type=float, help="idle-agent TTL (a third of the run)")
     parser.add_argument("--sample-seconds", type=float, help=f"sampling interval ({SAMPLE_S:g})")
     parser.add_argument("--cache-agents", type=int, default=STATE_CACHE_AGENTS)
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help="measure the maximum first: the same worker and agents overloaded (soakmax.py)",
+    )
+    parser.add_argument("--max-minutes", type=float, default=OVERLOAD_MINUTES)
+    parser.add_argument("--overload-rate", type=float, default=OVERLOAD_RATE)
+    parser.add_argument(
+        "--fresh-states",
+        action="store_true",
+        help="start every agent new instead of with a full state (soakfill.py)",
+    )
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--quick", action="store_true", help="a one-minute run, 5,000 agents")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
@@ -343,24 +372,44 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     if args.agents < 4 * math.ceil(args.minutes / args.ttl_minutes):
         parser.error("too few --agents for the cohorts")
     rate_facts = _rate(args, parser)
-    if rate_facts["rate"] <= 0:
+    if not rate_facts["rate"] > 0 and not args.find_max:
         parser.error("the rate must be positive")
     return args, rate_facts
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, rate_facts = parse(argv)
+async def find_max_then_soak(
+    bootstrap: str, workdir: Path, args: argparse.Namespace, rate_facts: dict[str, Any]
+) -> Measured:
+    if args.find_max:
+        print(
+            f"measuring the maximum: {args.overload_rate:,.0f} signals/s offered for "
+            f"{args.max_minutes:g} min",
+            flush=True,
+        )
+        found = await measure_max(bootstrap, workdir, args, worker_settings(args))
+        print(f"sustained maximum: {found.rate:,.0f} signals/s ({found})", flush=True)
+        rate_facts.update(found.facts())
+        rate_facts["rate"] = found.rate * args.load_percent / 100
+        rate_facts["rate_source"] = (
+            f"{args.load_percent:g}% of the rate measured first, overloaded ({found.rate:,.0f}/s)"
+        )
+        rate_facts["load_percent"] = args.load_percent
     print(
         f"soak: {rate_facts['rate']:,.0f} signals/s ({rate_facts['rate_source']}) for "
         f"{args.minutes:g} min, {args.agents:,} agents, TTL {args.ttl_minutes:.3g} min, "
         f"samples every {args.sample_seconds:g} s",
         flush=True,
     )
+    return await soak(bootstrap, workdir, args, rate_facts["rate"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rate_facts = parse(argv)
     with (
         provide_broker() as bootstrap,
         state.work_directory(args.work_dir, "bench-soak-") as workdir,
     ):
-        measured = asyncio.run(soak(bootstrap, workdir, args, rate_facts["rate"]))
+        measured = asyncio.run(find_max_then_soak(bootstrap, workdir, args, rate_facts))
     result = build_result(args, rate_facts, measured)
     result.print()
     print(f"written to {result.write(args.out_dir)}")

@@ -253,6 +253,13 @@ def build_result(args: argparse.Namespace, rate_facts: dict[str, Any], m: Measur
         "partitions": PARTITIONS,
         **m.facts,
     }
+    if rate_facts.get("max_overload_rate"):
+        result.add(
+            "soak_max_rate_signals_per_s",
+            "maximum load: signals/s one overloaded worker applied (measured first)",
+            rate_facts["max_rate_signals_per_s"],
+            "signals/s",
+        )
     result.add("soak_rate_signals_per_s", "steady load asked", rate_facts["rate"], "signals/s")
     result.add(
         "soak_background_signals_per_s",
@@ -404,6 +411,35 @@ def _add_notes(result: Result, args: argparse.Namespace, m: Measured, flat: Flat
         "when the worker exposes them. Broker, worker, load process and this process share the "
         "machine."
     )
+    filled = m.facts.get("filled_agents", 0)
+    if filled:
+        notes.append(
+            f"The {filled:,} resident agents start as after days of service: each with a full "
+            "state (100 values per dimension, 100 history entries, a published update), written "
+            "to the run's state changelog before the worker started and restored by it. A "
+            "state stops growing once full, so memory that still grows is not state filling "
+            "up; the cohorts come new, as new agents do."
+        )
+    max_rate = result.parameters.get("max_rate_signals_per_s")
+    if max_rate and result.parameters.get("max_overload_rate"):
+        parameters = result.parameters
+        notes.append(
+            f"Maximum load measured first, in the same run: the same worker settings, agents "
+            f"and full states on fresh topics, offered {parameters['max_overload_rate']:,.0f} "
+            f"signals/s for {parameters['max_overload_minutes']:g} min; it applied "
+            f"{max_rate:,.0f}/s over the second half, at "
+            f"{parameters['max_worker_cpu_share']} of a core, with the closing backlog going "
+            f"from {parameters['max_close_pending_start']} to "
+            f"{parameters['max_close_pending_end']} agents and the consumer lag from "
+            f"{parameters['max_lag_start']} to {parameters['max_lag_end']} records"
+            + (
+                "."
+                if parameters.get("max_saturated")
+                else " (the lag did not grow: the offered rate was applied in full, so this is "
+                "a lower bound on the maximum, not the maximum)."
+            )
+            + f" The soak's load is {parameters.get('load_percent', 0):g}% of that."
+        )
     if getattr(args, "basis", None):
         notes.append(f"Load chosen: {args.basis}")
     probed = m.probed
