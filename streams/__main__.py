@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from .errors import TrustServiceError
-from .scoring.model import DIMENSIONS
+from streams.errors import TrustServiceError
+from streams.scoring.model import DIMENSIONS
 
 PROG = "trust-streams"
 WATCH_STREAMS = ("scores", "revocations", "deadletter")
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, function = COMMANDS[args.command]
     try:
-        from .console import UserError
+        from streams.console import UserError
 
         command: Callable[[argparse.Namespace], int] = getattr(
             importlib.import_module(module), function

@@ -1,7 +1,7 @@
 """Faust wiring: the app, its topics and table, the scoring agent and the tick timer.
 
-All decisions live in :mod:`streams.pipeline` and :mod:`streams.scoring`; this module only connects
-them to Faust.
+All decisions live in :mod:`streams.processing.pipeline` and :mod:`streams.scoring`; this module
+only connects them to Faust.
 """
 
 from __future__ import annotations
@@ -16,23 +16,23 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from .api import install as install_api
-from .brokerwatch import BrokerWatch, metadata_probe
-from .closing import encode_tick
-from .config_topic import ConfigFollower
-from .delivery import Delivery, DeliveryHealth, Retrying
-from .expiry import AgentExpiry
-from .feed import SignalFeed
-from .intake import SignalIntake
-from .kafka import faustbridge
-from .kafka.clients import KafkaConnection, faust_broker_options
-from .observability import install as install_observability
-from .ownership import Ownership
-from .pipeline import ScoringPipeline, wall_clock_ms
-from .restore import restore_verified
-from .settings import Settings
-from .statestore import StateStore
-from .topics import TopicNames
+from streams.kafka import faustbridge
+from streams.kafka.brokerwatch import BrokerWatch, metadata_probe
+from streams.kafka.clients import KafkaConnection, faust_broker_options
+from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
+from streams.kafka.topics import TopicNames
+from streams.processing.closing import encode_tick
+from streams.processing.config_topic import ConfigFollower
+from streams.processing.expiry import AgentExpiry
+from streams.processing.feed import SignalFeed
+from streams.processing.intake import SignalIntake
+from streams.processing.ownership import Ownership
+from streams.processing.pipeline import ScoringPipeline, wall_clock_ms
+from streams.settings import Settings
+from streams.state.restore import restore_verified
+from streams.state.store import StateStore
+from streams.web.api import install as install_api
+from streams.web.observability import install as install_observability
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> TrustApp:
         web_in_thread=False,
     )
     # Never written: it only tells Faust's router which worker owns which agent (the HTTP API
-    # forwards requests by it). The state itself lives in streams.statestore.
+    # forwards requests by it). The state itself lives in streams.state.store.
     table = app.Table(
         STATE_TABLE,
         default=None,
@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> TrustApp:
     config = ConfigFollower(kafka, names.config, settings.scoring_config)
 
     # The AIOKafkaProducer behind Faust's: the changelog and every output go through it, and each
-    # delivery is confirmed (see streams.delivery).
+    # delivery is confirmed (see streams.kafka.delivery).
     def kafka_producer() -> Any:
         return faustbridge.kafka_producer(app)
 
@@ -98,7 +98,7 @@ def create_app(settings: Settings) -> TrustApp:
         rocksdb_memory_bytes=settings.rocksdb_memory_mb * 1024 * 1024,
         delivery=retrying,
     )
-    # The one record of which partitions this worker owns (see streams/ownership.py).
+    # The one record of which partitions this worker owns (see streams/processing/ownership.py).
     ownership = Ownership()
     pipeline = ScoringPipeline(
         app=app,
@@ -118,8 +118,8 @@ def create_app(settings: Settings) -> TrustApp:
         dead_letter_kept_bytes=settings.dead_letter_value_bytes,
         rewind=lambda topic, partition, offset: faustbridge.rewind(app, topic, partition, offset),
     )
-    # Signals are read by the feed (see streams/feed.py); Faust's stream carries only the ticks
-    # and commands, and its consumer group decides which partitions this worker owns.
+    # Signals are read by the feed (see streams/processing/feed.py); Faust's stream carries only
+    # the ticks and commands, and its consumer group decides which partitions this worker owns.
     feed = SignalFeed(
         kafka=kafka,
         topics=names.signals,

@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
-from .errors import TrustServiceError
-from .kafka import clients
-from .scoring.model import DIMENSIONS
-from .topics import TopicNames
+from streams.errors import TrustServiceError
+from streams.kafka import clients
+from streams.kafka.topics import TopicNames
+from streams.scoring.model import DIMENSIONS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_BROKER = REPO_ROOT / "deploy" / "local" / "kafka"
@@ -250,7 +250,7 @@ async def _wait_for_topics(
     stop: asyncio.Event,
 ) -> None:
     """The worker creates the topics and joins its group; wait for its score topic to exist."""
-    from .topicadmin import describe_partition_counts
+    from streams.kafka.topicadmin import describe_partition_counts
 
     admin = clients.admin(bootstrap, purpose="demo-admin")
     await admin.start()

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .scoring.model import Dimension, Tier
+from streams.scoring.model import Dimension, Tier
 
 #: W3C DID syntax: did:<method>:<method-specific-id>, idchar = ALPHA / DIGIT / "." / "-" / "_" /
 #: pct-encoded, colons allowed inside the method-specific id but not at its end.
@@ -245,7 +245,7 @@ def iso_utc(epoch_ms: int) -> str:
 
 def message_models() -> dict[str, type[BaseModel]]:
     """Every wire model by schema file stem."""
-    from .config_topic import ConfigUpdate
+    from streams.processing.config_topic import ConfigUpdate
 
     return {
         "signal": Signal,

@@ -10,8 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .scoring.model import DEFAULT_WEIGHTS, ScoringConfig, config_problems
-from .scoring.windows import WindowPolicy
+from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig, config_problems
+from streams.scoring.windows import WindowPolicy
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from typing import Any, NoReturn, TypeVar
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 
-from ..errors import TopicLayoutError, TrustServiceError
-from ..settings import Settings
-from ..topics import TopicNames
+from streams.errors import TopicLayoutError, TrustServiceError
+from streams.kafka.topics import TopicNames
+from streams.settings import Settings
 
 log = logging.getLogger("streams")
 
@@ -138,8 +138,8 @@ def kafka_errors(settings: Settings) -> Iterator[None]:
 
 async def partition_counts(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
     """Partition count of each of ``topics`` that exists; nothing is created."""
-    from ..kafka import clients
-    from ..topicadmin import describe_partition_counts
+    from streams.kafka import clients
+    from streams.kafka.topicadmin import describe_partition_counts
 
     admin = clients.admin(settings, purpose="cli-admin")
     await admin.start()
@@ -189,9 +189,9 @@ def run_async(settings: Settings, work: Awaitable[T]) -> T:
 def command_worker(args: argparse.Namespace) -> NoReturn:
     import faust
 
-    from ..app import create_app
-    from ..logthrottle import throttle_repeated_logs
-    from ..topicadmin import ensure_topics
+    from streams.app import create_app
+    from streams.kafka.logthrottle import throttle_repeated_logs
+    from streams.kafka.topicadmin import ensure_topics
 
     settings = load_settings(args)
     logging.basicConfig(
@@ -225,7 +225,7 @@ def relax_garbage_collection() -> None:
 
 
 def command_topics(args: argparse.Namespace) -> int:
-    from ..topicadmin import ensure_topics
+    from streams.kafka.topicadmin import ensure_topics
 
     settings = load_settings(args)
     quiet_client_logs(settings)
@@ -247,7 +247,7 @@ def command_topics(args: argparse.Namespace) -> int:
 
 async def _check_topics(settings: Settings) -> dict[str, int]:
     """Every topic exists and the co-partitioned ones have TRUST_PARTITIONS; nothing is created."""
-    from ..topicadmin import check_layout
+    from streams.kafka.topicadmin import check_layout
 
     names = TopicNames(settings.topic_prefix)
     counts = await require_topics(settings, list(names.all))
@@ -256,7 +256,7 @@ async def _check_topics(settings: Settings) -> dict[str, int]:
 
 
 def command_schemas(args: argparse.Namespace) -> int:
-    from ..messages import json_schema, message_models
+    from streams.messages import json_schema, message_models
 
     out = Path(args.out)
     try:

@@ -6,10 +6,10 @@ import argparse
 import getpass
 import json
 
-from ..config_topic import describe, publish_config, read_config
-from ..scoring.model import DIMENSIONS, DimensionFloor, InvalidScoringConfig, ScoringConfig
-from ..topics import TopicNames
-from . import UserError, load_settings, quiet_client_logs, require_topics, run_async
+from streams.console import UserError, load_settings, quiet_client_logs, require_topics, run_async
+from streams.kafka.topics import TopicNames
+from streams.processing.config_topic import describe, publish_config, read_config
+from streams.scoring.model import DIMENSIONS, DimensionFloor, InvalidScoringConfig, ScoringConfig
 
 
 def _parse_weights(text: str) -> list[float]:

@@ -10,7 +10,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from . import UserError, load_settings
+from streams.console import UserError, load_settings
 
 
 def _fetch(url: str) -> tuple[int, Any]:

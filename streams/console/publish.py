@@ -21,11 +21,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from ..messages import Signal
-from ..scoring.model import DIMENSIONS, Dimension
-from ..settings import Settings
-from ..topics import TopicNames
-from . import (
+from streams.console import (
     UserError,
     kafka_error_message,
     load_settings,
@@ -33,6 +29,10 @@ from . import (
     require_topics,
     run_async,
 )
+from streams.kafka.topics import TopicNames
+from streams.messages import Signal
+from streams.scoring.model import DIMENSIONS, Dimension
+from streams.settings import Settings
 
 #: Fields a signal object may have.
 FIELDS: tuple[str, ...] = tuple(Signal.model_fields)
@@ -112,7 +112,7 @@ def validate(
     The checks the SDK makes before sending (and the worker after receiving), plus a required
     ``dimension`` and no unknown fields (a misspelt optional field would otherwise be dropped).
     """
-    from ..sdk import InvalidSignal, prepare_signal
+    from streams.sdk import InvalidSignal, prepare_signal
 
     names = names or {}
     if not isinstance(obj, dict):
@@ -194,7 +194,7 @@ def signal_from_flags(args: argparse.Namespace, max_bytes: int) -> PendingSignal
 
 async def send(settings: Settings, signals: Sequence[PendingSignal]) -> int:
     """Send every signal and wait until the broker has them all; the number sent."""
-    from ..sdk import InvalidSignal, SignalPublisher
+    from streams.sdk import InvalidSignal, SignalPublisher
 
     names = TopicNames(settings.topic_prefix)
     used = {s.dimension for s in signals}

@@ -13,11 +13,11 @@ import orjson
 from aiokafka import TopicPartition
 from pydantic import ValidationError
 
-from ..kafka import clients
-from ..kafka.clients import KafkaConnection
-from ..messages import ReinstateCommand
-from ..topics import TopicNames
-from . import UserError, load_settings, quiet_client_logs, require_topics, run_async
+from streams.console import UserError, load_settings, quiet_client_logs, require_topics, run_async
+from streams.kafka import clients
+from streams.kafka.clients import KafkaConnection
+from streams.kafka.topics import TopicNames
+from streams.messages import ReinstateCommand
 
 
 async def _reinstate(

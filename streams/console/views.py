@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from ..errors import TrustServiceError
+from streams.errors import TrustServiceError
 
 _RESET, _BOLD, _DIM, _RED, _YELLOW = (
     "\x1b[0m",

@@ -22,10 +22,10 @@ from typing import BinaryIO, Protocol
 
 import orjson
 
-from ..settings import Settings
-from ..topics import TopicNames
-from . import load_settings, quiet_client_logs, require_topics, run_async
-from .views import EventList, OutputClosed, Received, ScoreTable
+from streams.console import load_settings, quiet_client_logs, require_topics, run_async
+from streams.console.views import EventList, OutputClosed, Received, ScoreTable
+from streams.kafka.topics import TopicNames
+from streams.settings import Settings
 
 STREAMS = ("scores", "revocations", "deadletter")
 
@@ -153,7 +153,7 @@ async def _follow(
 ) -> int:
     from aiokafka import TopicPartition
 
-    from ..kafka import clients
+    from streams.kafka import clients
 
     counts = await require_topics(settings, [topic])
     partitions = [TopicPartition(topic, p) for p in range(counts[topic])]

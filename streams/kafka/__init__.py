@@ -1,1 +1,2 @@
-"""Everything that talks to Kafka as a client: how clients are built, and the bridge to Faust's."""
+"""Everything that talks to Kafka: how clients are built (and the bridge to Faust's), topic names
+and their administration, confirmed delivery, and whether the broker answers."""

@@ -9,7 +9,8 @@ Every client of the service gets its options here, so they cannot drift apart:
   ``TRUST_COMPRESSION``; nothing here produces records that may be lost;
 - every consumer reads with ``isolation_level="read_committed"`` (records of an aborted
   transaction are never read as data), with no consumer group and no offset commits: every
-  reader of the service places itself (see :mod:`streams.feed` and :mod:`streams.restore`).
+  reader of the service places itself (see :mod:`streams.processing.feed` and
+  :mod:`streams.state.restore`).
 
 Those guarantees are refused as overrides (:class:`ValueError`), not silently replaced. What a
 client may tune for its purpose (fetch sizes, timeouts, linger) is passed as keyword overrides.
@@ -26,7 +27,7 @@ from typing import Any, Final, Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ..settings import Settings
+from streams.settings import Settings
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 

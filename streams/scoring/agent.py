@@ -17,8 +17,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from .formulas import dimension_score, total_score
-from .model import (
+from streams.scoring.formulas import dimension_score, total_score
+from streams.scoring.model import (
     CRITICAL_SIGNAL_VALUE,
     DIMENSIONS,
     HISTORY_LENGTH,
@@ -26,12 +26,12 @@ from .model import (
     RECENT_SIGNALS_PER_DIMENSION,
     ScoringConfig,
 )
-from .records import Reinstatement as Reinstatement
-from .records import Revocation as Revocation
-from .records import ScoreUpdate as ScoreUpdate
-from .records import SignalTrigger as SignalTrigger
-from .records import WindowTrigger as WindowTrigger
-from .windows import WindowPolicy
+from streams.scoring.records import Reinstatement as Reinstatement
+from streams.scoring.records import Revocation as Revocation
+from streams.scoring.records import ScoreUpdate as ScoreUpdate
+from streams.scoring.records import SignalTrigger as SignalTrigger
+from streams.scoring.records import WindowTrigger as WindowTrigger
+from streams.scoring.windows import WindowPolicy
 
 N_DIMENSIONS = len(DIMENSIONS)
 #: Signals kept per agent to show in its explanation.

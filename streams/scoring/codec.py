@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from .agent import AgentState, Reinstatement, Revocation, ScoreUpdate, SignalTrigger
-from .decoding import StateFormatError as StateFormatError
-from .decoding import state_from_fields
+from streams.scoring.agent import AgentState, Reinstatement, Revocation, ScoreUpdate, SignalTrigger
+from streams.scoring.decoding import StateFormatError as StateFormatError
+from streams.scoring.decoding import state_from_fields
 
 FORMAT_VERSION = 2
 #: Formats this release reads.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import TrustServiceError
-from .agent import (
+from streams.errors import TrustServiceError
+from streams.scoring.agent import (
     EXPLAINED_SIGNALS,
     N_DIMENSIONS,
     AgentState,
@@ -20,7 +20,7 @@ from .agent import (
     WindowTally,
     WindowTrigger,
 )
-from .model import HISTORY_LENGTH, RECENT_SIGNALS_PER_DIMENSION
+from streams.scoring.model import HISTORY_LENGTH, RECENT_SIGNALS_PER_DIMENSION
 
 _N = N_DIMENSIONS
 #: Offsets and versions are signed 64-bit in Kafka; nothing stored may reach the limit, where

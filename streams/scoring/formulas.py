@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .model import MAX_SCORE, NEUTRAL_DIMENSION_SCORE, RECENT_SIGNALS_PER_DIMENSION
+from streams.scoring.model import MAX_SCORE, NEUTRAL_DIMENSION_SCORE, RECENT_SIGNALS_PER_DIMENSION
 
 
 def _recency_weights() -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import TrustServiceError
+from streams.errors import TrustServiceError
 
 
 class Dimension(StrEnum):

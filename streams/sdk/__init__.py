@@ -36,14 +36,14 @@ that is not, and :mod:`~streams.sdk.recorder` defines the ``record_*`` calls onc
 
 from __future__ import annotations
 
-from .errors import InvalidSignal, PublisherNotRunning, PublishFailed
-from .publisher import (
+from streams.sdk.errors import InvalidSignal, PublisherNotRunning, PublishFailed
+from streams.sdk.publisher import (
     DEFAULT_CLIENT_ID,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TOPIC_PREFIX,
     SignalPublisher,
 )
-from .signals import (
+from streams.sdk.signals import (
     PreparedSignal,
     collaboration_signal,
     output_quality_signal,
@@ -53,7 +53,7 @@ from .signals import (
     resource_usage_signal,
     security_event_signal,
 )
-from .sync import SyncSignalPublisher
+from streams.sdk.sync import SyncSignalPublisher
 
 __all__ = [
     "DEFAULT_CLIENT_ID",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import TrustServiceError
+from streams.errors import TrustServiceError
 
 
 class InvalidSignal(TrustServiceError, ValueError):

@@ -12,14 +12,14 @@ from typing import Any, Final, ParamSpec, Self
 from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 
-from ..errors import TopicLayoutError
-from ..kafka import clients
-from ..scoring.model import DIMENSION_INDEX, Dimension
-from ..settings import Settings
-from ..topics import TopicNames
-from .errors import InvalidSignal, PublisherNotRunning, PublishFailed
-from .recorder import SignalRecorder
-from .signals import PreparedSignal, checked_dimension
+from streams.errors import TopicLayoutError
+from streams.kafka import clients
+from streams.kafka.topics import TopicNames
+from streams.scoring.model import DIMENSION_INDEX, Dimension
+from streams.sdk.errors import InvalidSignal, PublisherNotRunning, PublishFailed
+from streams.sdk.recorder import SignalRecorder
+from streams.sdk.signals import PreparedSignal, checked_dimension
+from streams.settings import Settings
 
 log = logging.getLogger("streams.sdk")
 

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Self, TypeVar
 
-from ..scoring.model import Dimension
-from ..settings import Settings
-from .signals import (
+from streams.scoring.model import Dimension
+from streams.sdk.signals import (
     PreparedSignal,
     collaboration_signal,
     output_quality_signal,
@@ -23,6 +22,7 @@ from .signals import (
     resource_usage_signal,
     security_event_signal,
 )
+from streams.settings import Settings
 
 #: What a ``record_*`` call returns: an awaitable (async publisher) or ``None`` (sync publisher).
 R = TypeVar("R")

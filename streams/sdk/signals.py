@@ -11,10 +11,10 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ..messages import DID_RE, Signal
-from ..scoring.formulas import resource_efficiency
-from ..scoring.model import DIMENSION_INDEX, DIMENSIONS, Dimension
-from .errors import InvalidSignal
+from streams.messages import DID_RE, Signal
+from streams.scoring.formulas import resource_efficiency
+from streams.scoring.model import DIMENSION_INDEX, DIMENSIONS, Dimension
+from streams.sdk.errors import InvalidSignal
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,16 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
-from ..scoring.model import Dimension
-from .errors import PublisherNotRunning
-from .publisher import (
+from streams.scoring.model import Dimension
+from streams.sdk.errors import PublisherNotRunning
+from streams.sdk.publisher import (
     DEFAULT_CLIENT_ID,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TOPIC_PREFIX,
     SignalPublisher,
 )
-from .recorder import SignalRecorder
-from .signals import PreparedSignal
+from streams.sdk.recorder import SignalRecorder
+from streams.sdk.signals import PreparedSignal
 
 log = logging.getLogger("streams.sdk")
 

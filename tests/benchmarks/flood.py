@@ -30,10 +30,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.kafka.topicadmin import ensure_topics
+from streams.kafka.topics import TopicNames
 from streams.scoring.model import DIMENSIONS
 from streams.settings import Settings
-from streams.topicadmin import ensure_topics
-from streams.topics import TopicNames
 from tests.benchmarks import state
 from tests.benchmarks.latency import BACKGROUND_VALUES
 from tests.benchmarks.results import RESULTS_DIR, Result, Series

@@ -42,6 +42,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from streams.kafka.topicadmin import ensure_topics
+from streams.kafka.topics import TopicNames
 from streams.scoring.formulas import dimension_score, total_score
 from streams.scoring.model import (
     CRITICAL_SIGNAL_VALUE,
@@ -51,8 +53,6 @@ from streams.scoring.model import (
     Dimension,
 )
 from streams.settings import Settings
-from streams.topicadmin import ensure_topics
-from streams.topics import TopicNames
 from tests.benchmarks.results import RESULTS_DIR, Result, Series, Target, load, percentile
 from tests.support.broker import provide_broker
 from tests.support.kafka_io import producer as make_producer

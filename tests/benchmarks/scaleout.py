@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from streams.kafka.topicadmin import ensure_topics
+from streams.kafka.topics import TopicNames
 from streams.scoring.model import DIMENSIONS
 from streams.settings import Settings
-from streams.topicadmin import ensure_topics
-from streams.topics import TopicNames
 from tests.benchmarks.results import RESULTS_DIR, Result, Series
 from tests.benchmarks.state import (
     BenchmarkFailure,

@@ -46,9 +46,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from streams.kafka.topics import TopicNames
 from streams.messages import ReinstateCommand
 from streams.settings import Settings
-from streams.topics import TopicNames
 from tests.benchmarks import state
 from tests.benchmarks.latency import (
     GRACE_SECONDS,

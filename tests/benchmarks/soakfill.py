@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 
+from streams.kafka.topics import TopicNames
 from streams.scoring.agent import EXPLAINED_SIGNALS, AgentState, ScoreUpdate
 from streams.scoring.codec import encode_state
 from streams.scoring.formulas import total_score
@@ -22,7 +23,6 @@ from streams.scoring.model import (
     HISTORY_LENGTH,
     RECENT_SIGNALS_PER_DIMENSION,
 )
-from streams.topics import TopicNames
 from tests.benchmarks.latency import BACKGROUND_VALUES, PARTITIONS, WINDOW_SECONDS
 from tests.benchmarks.soakfigures import Population
 from tests.benchmarks.state import partition_for, produce_batched

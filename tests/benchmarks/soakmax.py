@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from streams.topics import TopicNames
+from streams.kafka.topics import TopicNames
 from tests.benchmarks import state
 from tests.benchmarks.latency import BenchmarkFailure, running_worker, signals_applied
 from tests.benchmarks.soakfigures import Population

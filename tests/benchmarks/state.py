@@ -54,11 +54,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from streams.kafka.topicadmin import ensure_topics
+from streams.kafka.topics import TopicNames
 from streams.scoring.model import DIMENSIONS
 from streams.settings import Settings
-from streams.statestore import RESERVED_PREFIX
-from streams.topicadmin import ensure_topics
-from streams.topics import TopicNames
+from streams.state.store import RESERVED_PREFIX
 from tests.benchmarks.results import RESULTS_DIR, Result, Series, Target
 from tests.oracle import OracleAgent
 from tests.support.broker import REPO_ROOT, provide_broker

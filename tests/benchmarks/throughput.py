@@ -32,11 +32,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from streams.console import relax_garbage_collection
+from streams.kafka.topicadmin import ensure_topics
 from streams.scoring.agent import AgentState, SignalTrigger, apply_signal, close_windows
 from streams.scoring.model import DIMENSIONS, ScoringConfig
 from streams.scoring.windows import WindowPolicy
 from streams.settings import Settings
-from streams.topicadmin import ensure_topics
 from tests.benchmarks.results import RESULTS_DIR, Result, Series, Target
 from tests.support.broker import provide_broker
 from tests.support.kafka_io import produce

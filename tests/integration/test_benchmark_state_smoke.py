@@ -20,7 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.scoring.agent import AgentState
 from streams.scoring.codec import encode_state
-from streams.statestore import RESERVED_PREFIX
+from streams.state.store import RESERVED_PREFIX
 from tests.benchmarks import scaleout, state
 from tests.benchmarks.state import Progress, Timeline
 from tests.support.worker import WorkerProcess
@@ -78,10 +78,10 @@ def test_timeline_reads_milestones_and_the_last_rebuild_of_each_partition() -> N
         [
             "[2026-01-01 10:00:00,500] INFO streams: Starting worker with settings {}",
             "[2026-01-01 10:00:01,000] [1] [INFO] Assigned partitions [0, 1] of 2 ",
-            "[2026-01-01 10:00:01,010] INFO streams.restore: Restoring partitions [0, 1] from "
-            "the changelog: 40 offsets to read",
-            "[2026-01-01 10:00:08,010] INFO streams.restore: Restored partitions [0, 1] from "
-            "the changelog: 40 records in 7.00 s",
+            "[2026-01-01 10:00:01,010] INFO streams.state.restore: Restoring partitions [0, 1] "
+            "from the changelog: 40 offsets to read",
+            "[2026-01-01 10:00:08,010] INFO streams.state.restore: Restored partitions [0, 1] "
+            "from the changelog: 40 records in 7.00 s",
             "[2026-01-01 10:00:08,500] [1] [INFO] Partition 0: window schedule rebuilt from "
             "7 stored agents in 0.010 s ",
             "[2026-01-01 10:00:08,600] [1] [INFO] Partition 1: window schedule rebuilt from "
@@ -139,12 +139,12 @@ def test_restore_time_is_summed_over_every_restore_until_the_backlog_was_done() 
     started = datetime(2026, 1, 1, 10, 0, 0).timestamp()
     log = "\n".join(
         [
-            "[2026-01-01 10:00:02,000] INFO streams.restore: Restoring partitions [0] from the "
-            "changelog: 10 offsets to read",
-            "[2026-01-01 10:00:05,500] INFO streams.restore: Restored partitions [0] from the "
-            "changelog: 10 records in 3.50 s",
-            "[2026-01-01 10:00:09,000] INFO streams.restore: Restoring partitions [1] from the "
-            "changelog: 10 offsets to read",
+            "[2026-01-01 10:00:02,000] INFO streams.state.restore: Restoring partitions [0] from "
+            "the changelog: 10 offsets to read",
+            "[2026-01-01 10:00:05,500] INFO streams.state.restore: Restored partitions [0] from "
+            "the changelog: 10 records in 3.50 s",
+            "[2026-01-01 10:00:09,000] INFO streams.state.restore: Restoring partitions [1] from "
+            "the changelog: 10 offsets to read",
         ]
     )
     assert scaleout.restoring_seconds(log, started, until=4.0) == pytest.approx(2.0)

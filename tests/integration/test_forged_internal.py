@@ -15,8 +15,8 @@ import time
 import urllib.parse
 from collections import Counter
 
-from streams.config_topic import publish_config
 from streams.messages import ScoreUpdate
+from streams.processing.config_topic import publish_config
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 from tests.support.fleet import (
     FleetScript,

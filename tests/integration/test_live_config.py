@@ -15,10 +15,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import MessageSizeTooLargeError
 
-from streams.config_topic import CONFIG_KEY, publish_config, read_config
+from streams.kafka.topicadmin import ensure_topics
+from streams.processing.config_topic import CONFIG_KEY, publish_config, read_config
 from streams.scoring.model import ScoringConfig
 from streams.settings import Settings
-from streams.topicadmin import ensure_topics
 from tests.oracle import OracleAgent
 from tests.support.cli import run_cli
 from tests.support.kafka_io import consume, produce

@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.errors import TopicLayoutError
+from streams.kafka.topicadmin import ensure_topics
 from streams.messages import ScoreUpdate, Signal
 from streams.scoring.model import DIMENSIONS, Dimension
 from streams.sdk import (
@@ -27,7 +28,6 @@ from streams.sdk import (
     partition_for,
 )
 from streams.settings import Settings
-from streams.topicadmin import ensure_topics
 from tests.oracle import OracleAgent
 from tests.support.kafka_io import Record, consume
 from tests.support.signals import dedupe_updates, latest_update_per_agent, lifetime_signals

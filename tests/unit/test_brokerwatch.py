@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.brokerwatch import BrokerWatch
+from streams.kafka.brokerwatch import BrokerWatch
 
 
 class Probe:

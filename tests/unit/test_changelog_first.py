@@ -10,12 +10,12 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError
 
-from streams.changelog import PERSISTED_OFFSET_KEY
-from streams.delivery import DeliveryHealth, Retrying
-from streams.localdb import open_partition_db
+from streams.kafka.delivery import DeliveryHealth, Retrying
 from streams.scoring.agent import AgentState
 from streams.scoring.codec import encode_state
-from streams.statestore import StateStore
+from streams.state.changelog import PERSISTED_OFFSET_KEY
+from streams.state.localdb import open_partition_db
+from streams.state.store import StateStore
 from tests.support.fake_kafka import FakeBatch, FakeProducer
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.closing import PartitionSchedule, PendingCloses
+from streams.processing.closing import PartitionSchedule, PendingCloses
 from streams.scoring.agent import AgentState, WindowTally
 from tests.benchmarks.soakfigures import Sample, cpu_share
 

@@ -12,8 +12,13 @@ from aiokafka.errors import KafkaConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import config_topic
-from streams.config_topic import CONFIG_KEY, MAX_CONFIG_RECORD_BYTES, ConfigFollower, encode_update
+from streams.processing import config_topic
+from streams.processing.config_topic import (
+    CONFIG_KEY,
+    MAX_CONFIG_RECORD_BYTES,
+    ConfigFollower,
+    encode_update,
+)
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 
 DEFAULT = ScoringConfig.validated(DEFAULT_WEIGHTS)
@@ -69,7 +74,7 @@ def test_a_hostile_record_is_ignored_counted_and_logged_once(
     f.apply(CONFIG_KEY, OTHER_VALID, 0)
     assert f.current.version == 1
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="streams.config_topic"):
+    with caplog.at_level(logging.INFO, logger="streams.processing.config_topic"):
         f.apply(key, value, 7)
     assert f.current.version == 1 and f.current.revocation_threshold == 250
     assert f.rejected_records == 1

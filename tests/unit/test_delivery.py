@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from streams.delivery import Delivery, DeliveryHealth, Outgoing, Retrying, acknowledged
-from streams.statestore import StateStore
+from streams.kafka.delivery import Delivery, DeliveryHealth, Outgoing, Retrying, acknowledged
+from streams.state.store import StateStore
 from tests.support.fake_kafka import FakeProducer, Metadata
 
 

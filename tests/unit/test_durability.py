@@ -15,13 +15,13 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from streams.delivery import Delivery, DeliveryHealth, Retrying
-from streams.intake import SignalIntake
-from streams.pipeline import ScoringPipeline
+from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
+from streams.kafka.topics import TopicNames
+from streams.processing.intake import SignalIntake
+from streams.processing.pipeline import ScoringPipeline
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 from streams.scoring.windows import WindowPolicy
-from streams.statestore import SIGNAL_POSITIONS_KEY, StateStore
-from streams.topics import TopicNames
+from streams.state.store import SIGNAL_POSITIONS_KEY, StateStore
 from tests.support.fake_kafka import FakeMessage, FakeProducer, Metadata
 
 NAMES = TopicNames("durable.")

@@ -1,5 +1,5 @@
-"""Removing idle agents (streams/expiry.py): who may be removed, when a partition is swept, and
-the sweep itself over a real RocksDB database (its changelog tombstones are covered by
+"""Removing idle agents (streams/processing/expiry.py): who may be removed, when a partition is
+swept, and the sweep itself over a real RocksDB database (its changelog tombstones are covered by
 tests/integration/test_agent_ttl.py)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from streams.closing import PartitionSchedule, PendingCloses
-from streams.expiry import (
+from streams.processing.closing import PartitionSchedule, PendingCloses
+from streams.processing.expiry import (
     AgentExpiry,
     forget_in_schedule,
     is_expired,
@@ -21,7 +21,7 @@ from streams.expiry import (
 )
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import encode_state
-from streams.statestore import CLOCK_KEY, StateStore
+from streams.state.store import CLOCK_KEY, StateStore
 
 NOW = 1_800_000_000_000
 TTL = 60_000

@@ -1,4 +1,5 @@
-"""Signal intake (streams/intake.py): what is accepted, what is dead-lettered, and why."""
+"""Signal intake (streams/processing/intake.py): what is accepted, what is dead-lettered, and
+why."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.intake import AcceptedSignal, Rejection, dead_letter, read_signal
 from streams.messages import DeadLetter
+from streams.processing.intake import AcceptedSignal, Rejection, dead_letter, read_signal
 from streams.scoring.model import DIMENSIONS
 
 DID = "did:mesh:agent-42"

@@ -13,7 +13,12 @@ import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from streams.intake import AcceptedSignal, _accept_plain_signal, _read_with_model, read_signal
+from streams.processing.intake import (
+    AcceptedSignal,
+    _accept_plain_signal,
+    _read_with_model,
+    read_signal,
+)
 from streams.scoring.model import DIMENSIONS
 
 RECORD_MS = 1_718_000_000_123

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from streams.logthrottle import RepeatThrottle
+from streams.kafka.logthrottle import RepeatThrottle
 
 
 def record(msg: str, *args: object) -> logging.LogRecord:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.gaps import OffsetGuard
+from streams.processing.gaps import OffsetGuard
 
 
 @dataclass

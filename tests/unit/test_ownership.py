@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.ownership import Ownership
+from streams.processing.ownership import Ownership
 
 
 async def test_a_partition_is_owned_only_from_its_take_over_to_its_revocation() -> None:

@@ -9,15 +9,15 @@ import hashlib
 import orjson
 import pytest
 
-from streams.closing import decode_tick, tick_refusal
-from streams.intake import (
+from streams.messages import DeadLetter, iso_utc, read_command
+from streams.processing.closing import decode_tick, tick_refusal
+from streams.processing.intake import (
     EARLIEST_SIGNAL_MS,
     AcceptedSignal,
     Rejection,
     SignalIntake,
     dead_letter,
 )
-from streams.messages import DeadLetter, iso_utc, read_command
 from streams.sdk import partition_for
 
 NOW_MS = 1_795_000_000_000

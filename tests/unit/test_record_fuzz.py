@@ -30,18 +30,8 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from streams.closing import decode_tick, tick_refusal
-from streams.config_topic import CONFIG_KEY, ConfigFollower, config_from_record, encode_update
-from streams.delivery import Delivery, DeliveryHealth, Retrying
-from streams.intake import (
-    EARLIEST_SIGNAL_MS,
-    FUTURE_REFUSAL_MS,
-    AcceptedSignal,
-    Rejection,
-    SignalIntake,
-    _accept_plain_signal,
-    dead_letter,
-)
+from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
+from streams.kafka.topics import TopicNames
 from streams.messages import (
     DID_RE,
     MAX_DID_LENGTH,
@@ -53,8 +43,28 @@ from streams.messages import (
     Signal,
     read_command,
 )
-from streams.outputs import reinstatement_message, revocation_message, score_update_message
-from streams.pipeline import ScoringPipeline
+from streams.processing.closing import decode_tick, tick_refusal
+from streams.processing.config_topic import (
+    CONFIG_KEY,
+    ConfigFollower,
+    config_from_record,
+    encode_update,
+)
+from streams.processing.intake import (
+    EARLIEST_SIGNAL_MS,
+    FUTURE_REFUSAL_MS,
+    AcceptedSignal,
+    Rejection,
+    SignalIntake,
+    _accept_plain_signal,
+    dead_letter,
+)
+from streams.processing.outputs import (
+    reinstatement_message,
+    revocation_message,
+    score_update_message,
+)
+from streams.processing.pipeline import ScoringPipeline
 from streams.scoring.agent import (
     AgentState,
     Revocation,
@@ -75,8 +85,7 @@ from streams.scoring.model import (
 )
 from streams.scoring.windows import WindowPolicy
 from streams.sdk import partition_for
-from streams.statestore import StateStore
-from streams.topics import TopicNames
+from streams.state.store import StateStore
 from tests.support.fake_kafka import FakeEvent, FakeMessage, FakeProducer
 
 NOW_MS = 1_795_000_000_000

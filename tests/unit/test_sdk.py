@@ -11,8 +11,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.errors import TrustServiceError
-from streams.intake import AcceptedSignal, read_signal
 from streams.messages import Signal
+from streams.processing.intake import AcceptedSignal, read_signal
 from streams.scoring.model import DIMENSION_INDEX, DIMENSIONS, Dimension
 from streams.sdk import (
     InvalidSignal,

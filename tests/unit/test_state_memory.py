@@ -10,8 +10,8 @@ from pathlib import Path
 
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import decode_state, encode_state
-from streams.statecache import held_bytes
-from streams.statestore import StateStore
+from streams.state.cache import held_bytes
+from streams.state.store import StateStore
 
 
 def _state(recent_values: int, history: int, explained: int = 0) -> AgentState:

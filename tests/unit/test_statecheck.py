@@ -1,5 +1,5 @@
-"""Checking local state (streams/statecheck.py) and replacing damaged databases
-(streams/statefiles.py, StateStore.db and StateStore.discard), without a broker: the restore
+"""Checking local state (streams/state/check.py) and replacing damaged databases
+(streams/state/files.py, StateStore.db and StateStore.discard), without a broker: the restore
 from the changelog that follows a reset is covered by tests/integration/test_state_damage.py."""
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import orjson
 import pytest
 from rocksdict import Options, Rdict
 
-from streams.changelog import PERSISTED_OFFSET_KEY
-from streams.closing import PartitionClock
-from streams.localdb import open_partition_db
+from streams.processing.closing import PartitionClock
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import encode_state
-from streams.statecheck import (
+from streams.state.changelog import PERSISTED_OFFSET_KEY
+from streams.state.check import (
     WHOLE_DATABASE,
     UnrepairableState,
     check_partition,
@@ -26,8 +25,9 @@ from streams.statecheck import (
     offset_problem,
     positions_problem,
 )
-from streams.statefiles import StateCounters, is_lock_error, open_or_wipe, wipe
-from streams.statestore import CLOCK_KEY, SIGNAL_POSITIONS_KEY, StateStore
+from streams.state.files import StateCounters, is_lock_error, open_or_wipe, wipe
+from streams.state.localdb import open_partition_db
+from streams.state.store import CLOCK_KEY, SIGNAL_POSITIONS_KEY, StateStore
 
 TOPICS = 5
 
@@ -152,7 +152,7 @@ async def test_dropping_damaged_entries_deletes_only_those_and_counts_them(
 
 
 def test_a_database_that_cannot_be_read_is_not_dropped_entry_by_entry(tmp_path: Path) -> None:
-    from streams.statecheck import PartitionCheck
+    from streams.state.check import PartitionCheck
 
     check = PartitionCheck(3, damaged=[(WHOLE_DATABASE, "database cannot be read: IO error")])
     with pytest.raises(UnrepairableState, match="partition 3"):

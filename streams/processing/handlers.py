@@ -1,10 +1,11 @@
 """Records in, state changes and outputs out: synchronous, and no I/O.
 
 :class:`RecordHandlers` applies one partition's records (signals here; ticks and commands in
-:mod:`streams.control`) to the agent states, stages what changed in the store's memory and puts
-what must be sent in an :class:`~streams.durability.Outbox`. It never waits for anything: when
-the states and the outbox are stored and sent is the caller's (:mod:`streams.pipeline`) and
-:mod:`streams.durability`'s business. It also keeps the per-partition indexes the handlers need:
+:mod:`streams.processing.control`) to the agent states, stages what changed in the store's memory
+and puts what must be sent in an :class:`~streams.processing.durability.Outbox`. It never waits for
+anything: when the states and the outbox are stored and sent is the caller's
+(:mod:`streams.processing.pipeline`) and :mod:`streams.processing.durability`'s business. It also
+keeps the per-partition indexes the handlers need:
 the window schedule and the partition clock, both rebuilt from the stored state on first use.
 """
 
@@ -17,22 +18,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .closing import PartitionClock, PartitionSchedule
-from .control import ControlRecords
-from .delivery import Outgoing
-from .durability import Outbox
-from .intake import Rejection, SignalIntake, dead_letter
-from .outputs import revocation_message, score_update_message
-from .scoring.agent import (
+from streams.kafka.delivery import Outgoing
+from streams.kafka.topics import TopicNames
+from streams.processing.closing import PartitionClock, PartitionSchedule
+from streams.processing.control import ControlRecords
+from streams.processing.durability import Outbox
+from streams.processing.intake import Rejection, SignalIntake, dead_letter
+from streams.processing.outputs import revocation_message, score_update_message
+from streams.scoring.agent import (
     Revocation,
     SignalTrigger,
     apply_signal,
     close_windows,
 )
-from .scoring.model import ScoringConfig
-from .scoring.windows import WindowPolicy
-from .statestore import CLOCK_KEY, PartitionStates, StateStore
-from .topics import TopicNames
+from streams.scoring.model import ScoringConfig
+from streams.scoring.windows import WindowPolicy
+from streams.state.store import CLOCK_KEY, PartitionStates, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import orjson
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
-from .messages import DID_RE, MAX_DID_LENGTH, Signal, iso_utc
-from .scoring.model import DIMENSIONS
+from streams.messages import DID_RE, MAX_DID_LENGTH, Signal, iso_utc
+from streams.scoring.model import DIMENSIONS
 
 #: The earliest signal time accepted: 2000-01-01T00:00:00Z. Older stamps are a producer's bug (an
 #: unset clock, seconds taken for milliseconds), and scoring them would open windows decades back.

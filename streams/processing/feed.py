@@ -14,7 +14,7 @@ How ownership follows Faust:
 
 There is no consumer group and no offset commit: where to resume reading is stored with the
 agent states, in the same database and changelog partition, written after the states it led to
-(see ``SIGNAL_POSITIONS_KEY`` in :mod:`streams.statestore`). A new owner resumes exactly where
+(see ``SIGNAL_POSITIONS_KEY`` in :mod:`streams.state.store`). A new owner resumes exactly where
 the state it restored left off; records replayed after a crash are recognised by the per-agent
 applied offsets and change nothing.
 """
@@ -30,8 +30,8 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from .kafka import clients
-from .kafka.clients import Connectable
+from streams.kafka import clients
+from streams.kafka.clients import Connectable
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .brokerwatch import BrokerWatch
-from .config_topic import ConfigFollower
-from .feed import SignalFeed
-from .kafka.faustbridge import faust_consumer
-from .pipeline import ScoringPipeline
-from .scoring.model import DIMENSIONS
+from streams.kafka.brokerwatch import BrokerWatch
+from streams.kafka.faustbridge import faust_consumer
+from streams.processing.config_topic import ConfigFollower
+from streams.processing.feed import SignalFeed
+from streams.processing.pipeline import ScoringPipeline
+from streams.scoring.model import DIMENSIONS
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 #: Seconds from a signal's record timestamp to its processing.

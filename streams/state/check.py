@@ -7,8 +7,8 @@ state must decode. Reading every state costs what rebuilding the partition's win
 costs anyway (that rebuild decodes them all), so the check builds the schedule as it goes and the
 pipeline uses it instead of decoding everything a second time.
 
-What to do with what the check finds is :mod:`streams.restore`'s business: a damaged partition is
-deleted and restored from the changelog; what is still undecodable after a full restore came from
+What to do with what the check finds is :mod:`streams.state.restore`'s business: a damaged partition
+is deleted and restored from the changelog; what is still undecodable after a full restore came from
 the changelog itself and is deleted locally (:func:`drop_damaged`).
 """
 
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 import orjson
 from rocksdict import WriteBatch
 
-from .changelog import PERSISTED_OFFSET_KEY
-from .closing import PartitionClock, PartitionSchedule
-from .errors import TrustServiceError
-from .scoring.agent import AgentState
-from .scoring.codec import decode_state
-from .statefiles import raw_items
-from .statestore import (
+from streams.errors import TrustServiceError
+from streams.processing.closing import PartitionClock, PartitionSchedule
+from streams.scoring.agent import AgentState
+from streams.scoring.codec import decode_state
+from streams.state.changelog import PERSISTED_OFFSET_KEY
+from streams.state.files import raw_items
+from streams.state.store import (
     CLOCK_KEY,
     RESERVED_PREFIX,
     SIGNAL_POSITIONS_KEY,

@@ -4,8 +4,8 @@ A batch is split by partition. Each partition's records are processed in order, 
 against the states as the store holds them (each looked up once per batch). Changed states are
 staged in the store rather than written at once: an agent active in many batches in a short time
 is encoded and written once. What is stored before what (the states behind outputs, the outputs,
-the other states, then the positions and clocks) is kept by :mod:`streams.durability`; a crash at
-any point replays records whose effects are either absent (applied again) or recorded
+the other states, then the positions and clocks) is kept by :mod:`streams.processing.durability`;
+a crash at any point replays records whose effects are either absent (applied again) or recorded
 (recognised, and their recorded outputs re-published identically).
 
 Signals and Faust's records (ticks, commands) arrive from two consumers; one lock makes their
@@ -22,17 +22,17 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .delivery import Delivery
-from .durability import Durability, Outbox
-from .durability import PipelineFailed as PipelineFailed
-from .gaps import OffsetGuard, Rewind
-from .handlers import PipelineCounters, RecordHandlers
-from .intake import DEFAULT_KEPT_BYTES, SignalIntake
-from .ownership import Ownership
-from .scoring.model import ScoringConfig
-from .scoring.windows import WindowPolicy
-from .statestore import SIGNAL_POSITIONS_KEY, PartitionStates, StateStore
-from .topics import TopicNames
+from streams.kafka.delivery import Delivery
+from streams.kafka.topics import TopicNames
+from streams.processing.durability import Durability, Outbox
+from streams.processing.durability import PipelineFailed as PipelineFailed
+from streams.processing.gaps import OffsetGuard, Rewind
+from streams.processing.handlers import PipelineCounters, RecordHandlers
+from streams.processing.intake import DEFAULT_KEPT_BYTES, SignalIntake
+from streams.processing.ownership import Ownership
+from streams.scoring.model import ScoringConfig
+from streams.scoring.windows import WindowPolicy
+from streams.state.store import SIGNAL_POSITIONS_KEY, PartitionStates, StateStore
 
 log = logging.getLogger(__name__)
 

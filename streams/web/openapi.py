@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config_topic import ConfigUpdate
-from .messages import DID_PATTERN
-from .scoring.model import Dimension, Tier
+from streams.messages import DID_PATTERN
+from streams.processing.config_topic import ConfigUpdate
+from streams.scoring.model import Dimension, Tier
 
 
 class _Strict(BaseModel):

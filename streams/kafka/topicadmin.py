@@ -17,11 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from .config_topic import MAX_CONFIG_RECORD_BYTES
-from .errors import TopicLayoutError
-from .kafka import clients
-from .settings import Settings
-from .topics import TopicNames
+from streams.errors import TopicLayoutError
+from streams.kafka import clients
+from streams.kafka.topics import TopicNames
+from streams.processing.config_topic import MAX_CONFIG_RECORD_BYTES
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,23 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from .config_topic import ConfigFollower, ConfigUpdate, _to_config, describe, publish_config
-from .kafka import clients
-from .messages import DID_RE, ReinstateCommand, iso_utc
-from .openapi import document
-from .ownership import Ownership
-from .scoring.agent import AgentState
-from .scoring.formulas import contribution_points, trend
-from .scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig, tier_for
-from .settings import Settings
-from .statestore import StateStore
-from .topics import TopicNames
+from streams.kafka import clients
+from streams.kafka.topics import TopicNames
+from streams.messages import DID_RE, ReinstateCommand, iso_utc
+from streams.processing.config_topic import (
+    ConfigFollower,
+    ConfigUpdate,
+    _to_config,
+    describe,
+    publish_config,
+)
+from streams.processing.ownership import Ownership
+from streams.scoring.agent import AgentState
+from streams.scoring.formulas import contribution_points, trend
+from streams.scoring.model import DIMENSIONS, InvalidScoringConfig, ScoringConfig, tier_for
+from streams.settings import Settings
+from streams.state.store import StateStore
+from streams.web.openapi import document
 
 DAY_MS = 24 * 60 * 60 * 1000
 

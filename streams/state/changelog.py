@@ -24,7 +24,7 @@ from typing import Any
 
 from rocksdict import Rdict, WriteBatch
 
-from .delivery import Retrying, acknowledged
+from streams.kafka.delivery import Retrying, acknowledged
 
 #: The last changelog offset a partition's database is known to contain: a restart reads only the
 #: changelog after it.

@@ -4,14 +4,15 @@ Why not a Faust table: Faust's table API reads RocksDB twice per lookup and buil
 coroutine per changelog record, and Faust's recovery replays a changelog at about 3,000 records
 per second here, which would keep a worker restoring a million agents for minutes. This store
 writes a batch of states to RocksDB in one write batch and to the changelog in one producer batch
-per partition, and restores with a plain consumer and write batches (see :mod:`streams.restore`).
-Faust still assigns partitions; a worker holds the databases of the partitions it owns.
+per partition, and restores with a plain consumer and write batches (see
+:mod:`streams.state.restore`). Faust still assigns partitions; a worker holds the databases of the
+partitions it owns.
 
-Writes are staged, not written per batch: a state changed by many batches in a short time is
-encoded and written once. Staged states are written when :mod:`streams.durability` says so (a
-checkpoint every second, a slice at a time; the states behind an output before it is sent): sent
-to the changelog first, and into RocksDB only once Kafka has confirmed them
-(:mod:`streams.changelog`). Until then they are read from memory, never from RocksDB.
+Writes are staged, not written per batch: a state changed by many batches in a short time is encoded
+and written once. Staged states are written when :mod:`streams.processing.durability` says so (a
+checkpoint every second, a slice at a time; the states behind an output before it is sent): sent to
+the changelog first, and into RocksDB only once Kafka has confirmed them
+(:mod:`streams.state.changelog`). Until then they are read from memory, never from RocksDB.
 
 Each database also holds, under reserved keys, the partition's clock and the changelog offset it
 is known to contain ("persisted offset"): a restart replays only the changelog after it.
@@ -29,13 +30,13 @@ from typing import Any
 import orjson
 from rocksdict import Rdict
 
-from .changelog import PERSISTED_OFFSET_KEY, ChangelogWriter
-from .delivery import DeliveryHealth, Retrying
-from .localdb import ROCKSDB_MEMORY_PROPERTIES, RocksMemory, open_partition_db
-from .scoring.agent import AgentState
-from .scoring.codec import decode_state, encode_state
-from .statecache import StateCache
-from .statefiles import StateCounters, open_or_wipe, wipe
+from streams.kafka.delivery import DeliveryHealth, Retrying
+from streams.scoring.agent import AgentState
+from streams.scoring.codec import decode_state, encode_state
+from streams.state.cache import StateCache
+from streams.state.changelog import PERSISTED_OFFSET_KEY, ChangelogWriter
+from streams.state.files import StateCounters, open_or_wipe, wipe
+from streams.state.localdb import ROCKSDB_MEMORY_PROPERTIES, RocksMemory, open_partition_db
 
 #: Keys that are not agents start with a NUL byte, which no DID can contain.
 RESERVED_PREFIX = b"\x00"
@@ -77,7 +78,7 @@ class StateStore:
             delivery if delivery is not None else Retrying(DeliveryHealth()),
             self.db,
         )
-        #: Resets, dropped entries, expired and live agents (see streams.statefiles).
+        #: Resets, dropped entries, expired and live agents (see streams.state.files).
         self.counters = StateCounters()
 
     # -- databases -----------------------------------------------------------------------------
@@ -284,7 +285,7 @@ class StateStore:
 
     async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Send ``items``, in order, to the changelog partition; they are written locally once
-        it has them (see :mod:`streams.changelog`), and read from memory until then.
+        it has them (see :mod:`streams.state.changelog`), and read from memory until then.
 
         Returns once they are sent; :meth:`confirm` is what waits until the changelog holds them
         (and sends again what it refused), and nothing that depends on them may happen before.
@@ -293,7 +294,7 @@ class StateStore:
 
     async def confirm(self) -> None:
         """Return once the changelog, and then the local database, holds every record sent
-        before this call (see :meth:`streams.changelog.ChangelogWriter.confirm`)."""
+        before this call (see :meth:`streams.state.changelog.ChangelogWriter.confirm`)."""
         await self.changelog.confirm()
 
 

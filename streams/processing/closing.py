@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .scoring.agent import AgentState
+from streams.scoring.agent import AgentState
 
 
 @dataclass(slots=True)

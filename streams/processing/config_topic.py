@@ -20,9 +20,9 @@ import orjson
 from aiokafka import TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .kafka import clients
-from .kafka.clients import Connectable
-from .scoring.model import (
+from streams.kafka import clients
+from streams.kafka.clients import Connectable
+from streams.scoring.model import (
     DIMENSIONS,
     Dimension,
     DimensionFloor,

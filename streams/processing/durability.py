@@ -15,13 +15,13 @@ Each step waits until Kafka has confirmed the one before:
    resumes from the last progress stored, and everything after it is read again.
 
 Underneath, the local database is written only with what the changelog confirmed
-(:mod:`streams.changelog`), so it never holds state or progress the changelog lacks.
+(:mod:`streams.state.changelog`), so it never holds state or progress the changelog lacks.
 
 A delivery Kafka refuses is not a failure: it is retried until it succeeds, the worker showing
-itself not ready meanwhile (:mod:`streams.delivery`). Anything else that breaks a step latches the
-failure: the staged states, which may hold half-applied changes, are forgotten, every later step
-refuses to run, so no progress is stored past what was lost, and the worker stops; a restart
-replays from the last progress stored.
+itself not ready meanwhile (:mod:`streams.kafka.delivery`). Anything else that breaks a step latches
+the failure: the staged states, which may hold half-applied changes, are forgotten, every later step
+refuses to run, so no progress is stored past what was lost, and the worker stops; a restart replays
+from the last progress stored.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from .delivery import Delivery, Outgoing
-from .errors import TrustServiceError
-from .statestore import CLOCK_KEY, StateStore
+from streams.errors import TrustServiceError
+from streams.kafka.delivery import Delivery, Outgoing
+from streams.state.store import CLOCK_KEY, StateStore
 
 #: Agents written per turn by a checkpoint: about a millisecond of encoding and writing.
 CHECKPOINT_SLICE = 200

@@ -10,21 +10,25 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .closing import PartitionClock, PartitionSchedule, decode_tick, tick_refusal
-from .delivery import Outgoing
-from .durability import Outbox
-from .intake import Rejection
-from .messages import read_command
-from .outputs import reinstatement_message, revocation_message, score_update_message
-from .scoring.agent import (
+from streams.kafka.delivery import Outgoing
+from streams.messages import read_command
+from streams.processing.closing import PartitionClock, PartitionSchedule, decode_tick, tick_refusal
+from streams.processing.durability import Outbox
+from streams.processing.intake import Rejection
+from streams.processing.outputs import (
+    reinstatement_message,
+    revocation_message,
+    score_update_message,
+)
+from streams.scoring.agent import (
     AgentState,
     WindowTrigger,
     apply_reinstatement,
 )
-from .statestore import PartitionStates
+from streams.state.store import PartitionStates
 
 if TYPE_CHECKING:
-    from .handlers import RecordHandlers
+    from streams.processing.handlers import RecordHandlers
 
 log = logging.getLogger(__name__)
 

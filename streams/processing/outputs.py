@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from .messages import iso_utc
-from .scoring import agent as scoring
-from .scoring.model import DIMENSIONS, tier_for
+from streams.messages import iso_utc
+from streams.scoring import agent as scoring
+from streams.scoring.model import DIMENSIONS, tier_for
 
 
 @lru_cache(maxsize=64)

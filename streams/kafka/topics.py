@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .scoring.model import DIMENSIONS
+from streams.scoring.model import DIMENSIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from rocksdict import WriteBatch
 
-from .changelog import PERSISTED_OFFSET_KEY
-from .kafka import clients
-from .kafka.clients import Connectable
-from .statecheck import PartitionCheck, check_partition, drop_damaged, offset_problem
-from .statestore import StateStore
+from streams.kafka import clients
+from streams.kafka.clients import Connectable
+from streams.state.changelog import PERSISTED_OFFSET_KEY
+from streams.state.check import PartitionCheck, check_partition, drop_damaged, offset_problem
+from streams.state.store import StateStore
 
 log = logging.getLogger(__name__)
 

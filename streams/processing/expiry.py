@@ -22,11 +22,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from .closing import PartitionSchedule
-from .pipeline import ScoringPipeline, wall_clock_ms
-from .scoring.agent import AgentState
-from .scoring.codec import decode_state
-from .statefiles import raw_items
+from streams.processing.closing import PartitionSchedule
+from streams.processing.pipeline import ScoringPipeline, wall_clock_ms
+from streams.scoring.agent import AgentState
+from streams.scoring.codec import decode_state
+from streams.state.files import raw_items
 
 log = logging.getLogger(__name__)
 

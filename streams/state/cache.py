@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .scoring.agent import AgentState
+from streams.scoring.agent import AgentState
 
 Entry = tuple[int, bytes]  # (partition, key)
 
