@@ -82,7 +82,7 @@ from tests.benchmarks.soakfigures import (
 )
 from tests.benchmarks.soakfill import fill_resident
 from tests.benchmarks.soakload import load_in_own_process
-from tests.benchmarks.soakmax import OVERLOAD_MINUTES, OVERLOAD_RATE, measure_max
+from tests.benchmarks.soakmax import FIRST_RATE, LAST_RATE, RATE_STEP, measure_max
 from tests.support.broker import provide_broker
 from tests.support.kafka_io import producer as make_producer
 from tests.support.kafka_io import unique_name
@@ -339,10 +339,11 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     parser.add_argument(
         "--find-max",
         action="store_true",
-        help="measure the maximum first: the same worker and agents overloaded (soakmax.py)",
+        help="measure the maximum first: a staircase of rates on the same settings (soakmax.py)",
     )
-    parser.add_argument("--max-minutes", type=float, default=OVERLOAD_MINUTES)
-    parser.add_argument("--overload-rate", type=float, default=OVERLOAD_RATE)
+    parser.add_argument("--max-first-rate", type=float, default=FIRST_RATE)
+    parser.add_argument("--max-rate-step", type=float, default=RATE_STEP)
+    parser.add_argument("--max-last-rate", type=float, default=LAST_RATE)
     parser.add_argument(
         "--fresh-states",
         action="store_true",
@@ -382,16 +383,16 @@ async def find_max_then_soak(
 ) -> Measured:
     if args.find_max:
         print(
-            f"measuring the maximum: {args.overload_rate:,.0f} signals/s offered for "
-            f"{args.max_minutes:g} min",
+            f"measuring the maximum: from {args.max_first_rate:,.0f} signals/s up by "
+            f"{args.max_rate_step:,.0f}/s a step, until a step is not kept up with",
             flush=True,
         )
         found = await measure_max(bootstrap, workdir, args, worker_settings(args))
-        print(f"sustained maximum: {found.rate:,.0f} signals/s ({found})", flush=True)
+        print(f"sustained maximum: {found.rate:,.0f} signals/s", flush=True)
         rate_facts.update(found.facts())
         rate_facts["rate"] = found.rate * args.load_percent / 100
         rate_facts["rate_source"] = (
-            f"{args.load_percent:g}% of the rate measured first, overloaded ({found.rate:,.0f}/s)"
+            f"{args.load_percent:g}% of the maximum measured first ({found.rate:,.0f}/s)"
         )
         rate_facts["load_percent"] = args.load_percent
     print(

@@ -253,10 +253,10 @@ def build_result(args: argparse.Namespace, rate_facts: dict[str, Any], m: Measur
         "partitions": PARTITIONS,
         **m.facts,
     }
-    if rate_facts.get("max_overload_rate"):
+    if rate_facts.get("max_steps"):
         result.add(
             "soak_max_rate_signals_per_s",
-            "maximum load: signals/s one overloaded worker applied (measured first)",
+            "maximum load: the highest rate one worker kept up with (measured first)",
             rate_facts["max_rate_signals_per_s"],
             "signals/s",
         )
@@ -420,25 +420,29 @@ def _add_notes(result: Result, args: argparse.Namespace, m: Measured, flat: Flat
             "state stops growing once full, so memory that still grows is not state filling "
             "up; the cohorts come new, as new agents do."
         )
-    max_rate = result.parameters.get("max_rate_signals_per_s")
-    if max_rate and result.parameters.get("max_overload_rate"):
-        parameters = result.parameters
+    steps = result.parameters.get("max_steps")
+    if steps:
+        kept = [s for s in steps if s["kept_up"]]
+        failed = [s for s in steps if not s["kept_up"]]
+        described = "; ".join(
+            f"{s['rate']:,.0f}/s: applied {s['applied_per_s']:,}/s at {s['cpu_share']} of a "
+            f"core, lag {s['lag']:,.0f}, closes waiting {s['close_pending']:,.0f} of "
+            f"{s['live_agents']:,.0f} live agents"
+            for s in steps
+        )
         notes.append(
-            f"Maximum load measured first, in the same run: the same worker settings, agents "
-            f"and full states on fresh topics, offered {parameters['max_overload_rate']:,.0f} "
-            f"signals/s for {parameters['max_overload_minutes']:g} min; it applied "
-            f"{max_rate:,.0f}/s over the second half, at "
-            f"{parameters['max_worker_cpu_share']} of a core, with the closing backlog going "
-            f"from {parameters['max_close_pending_start']} to "
-            f"{parameters['max_close_pending_end']} agents and the consumer lag from "
-            f"{parameters['max_lag_start']} to {parameters['max_lag_end']} records"
+            "Maximum load measured first, in the same run: the same worker settings, agents and "
+            "full states on fresh topics, offered a staircase of rates, three windows a step, "
+            "judged just before a window falls due (kept up: consumer lag under two seconds of "
+            "load and fewer than 1% of live agents waiting for a close). Steps: "
+            f"{described}. The maximum is the highest kept up with"
+            + (f", {kept[-1]['rate']:,.0f}/s" if kept else "")
             + (
-                "."
-                if parameters.get("max_saturated")
-                else " (the lag did not grow: the offered rate was applied in full, so this is "
-                "a lower bound on the maximum, not the maximum)."
+                f" ({failed[0]['rate']:,.0f}/s was not)"
+                if failed
+                else " (every step was kept up with: a lower bound on the maximum)"
             )
-            + f" The soak's load is {parameters.get('load_percent', 0):g}% of that."
+            + f"; the soak's load is {result.parameters.get('load_percent', 0):g}% of it."
         )
     if getattr(args, "basis", None):
         notes.append(f"Load chosen: {args.basis}")
