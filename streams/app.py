@@ -129,6 +129,8 @@ def create_app(settings: Settings) -> TrustApp:
         batch_max=settings.batch_max,
         fetch_bytes_per_partition=settings.signal_fetch_bytes_per_partition,
         durable_interval=settings.state_flush_seconds,
+        held_states=store.held_agents,
+        max_held_states=settings.state_held_max_agents,
     )
     source = app.topic(
         names.ticks,

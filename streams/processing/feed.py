@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ProcessRecords = Callable[[Sequence[Any]], Awaitable[None]]
 MakeDurable = Callable[[], Awaitable[None]]
 Positions = Callable[[int], list[int]]
+HeldStates = Callable[[], int]
 
 
 class SignalFeed:
@@ -52,6 +53,8 @@ class SignalFeed:
         batch_max: int,
         fetch_bytes_per_partition: int,
         durable_interval: float = 1.0,
+        held_states: HeldStates = lambda: 0,
+        max_held_states: int = 0,
     ) -> None:
         self.topics = list(topics)
         self._process = process
@@ -59,6 +62,11 @@ class SignalFeed:
         self._positions_of = positions
         self._batch_max = batch_max
         self._durable_interval = durable_interval
+        self._held_states = held_states
+        #: Changed states not yet written, beyond which no more signals are read until a write
+        #: has finished (0: no limit). Without it a worker behind its load (more signals than
+        #: it writes states for in a flush interval) holds ever more of them in memory.
+        self._max_held_states = max_held_states
         self._kafka = kafka
         # Read committed records only, as every consumer (streams.kafka.clients): a producer
         # that aborts is never scored.
@@ -73,6 +81,8 @@ class SignalFeed:
         self._turn = asyncio.Lock()
         self._owned = asyncio.Event()
         self._durable_task: asyncio.Future[None] | None = None
+        #: Times reading waited for a write because too many changed states were held.
+        self.throttled = 0
 
     async def start(self) -> None:
         consumer = clients.consumer(
@@ -168,12 +178,15 @@ class SignalFeed:
             if task is not None and task.done():
                 self._durable_task = None
                 task.result()  # a failed write stops the feed (and the worker)
-            if (
-                self._durable_task is None
-                and time.monotonic() - self._last_durable >= self._durable_interval
+            over = 0 < self._max_held_states <= self._held_states()
+            if self._durable_task is None and (
+                over or time.monotonic() - self._last_durable >= self._durable_interval
             ):
                 self._last_durable = time.monotonic()
                 self._durable_task = asyncio.ensure_future(self._make_durable())
+            if over and self._durable_task is not None:
+                self.throttled += 1
+                await asyncio.wait({self._durable_task})
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet processed per fed topic-partition (as of the last fetch)."""

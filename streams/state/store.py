@@ -185,6 +185,10 @@ class StateStore:
         """Estimated memory of the decoded states cached now."""
         return self._cache.bytes
 
+    def held_agents(self) -> int:
+        """States changed and not yet written: staged, or taken by a write still under way."""
+        return sum(map(len, self._staged.values())) + sum(map(len, self._persisting.values()))
+
     def stage(self, partition: int, key: bytes, state: AgentState) -> None:
         """Record a changed state, to be written by the next persist."""
         self._staged.setdefault(partition, {})[key] = state

@@ -190,6 +190,18 @@ class PipelineCollector(Collector):
             value=sum(len(s.pending) for s in self._pipeline.schedules.values()),
         )
         yield GaugeMetricFamily(
+            "trust_states_held",
+            "Changed agent states held in memory, not yet written",
+            value=self._pipeline.store.held_agents(),
+        )
+        if self._feed is not None:
+            yield CounterMetricFamily(
+                "trust_signal_reads_throttled",
+                "Times reading signals waited for a state write, too many changed states being "
+                "held (TRUST_STATE_HELD_MAX_AGENTS): the load outruns the worker",
+                value=self._feed.throttled,
+            )
+        yield GaugeMetricFamily(
             "trust_config_version",
             "Scoring configuration version in force",
             value=self._config.current.version,
