@@ -88,9 +88,20 @@ class AgentState:
     #: When (epoch ms) the last signal was applied, by the worker's clock; 0: none yet. Not the
     #: signal's own timestamp, which a producer could forge into the future to keep it alive.
     last_signal_at_ms: int = 0
+    #: Each dimension's score over ``recent`` as it is now, or None until computed again: a
+    #: recalculation then only computes the dimensions that had signals since the last one. Not
+    #: stored (a decoded state starts empty) and not part of equality. ``recent`` is changed only
+    #: by :func:`apply_signal`, which clears its dimension's entry.
+    scores_known: list[float | None] = field(
+        default_factory=lambda: [None] * N_DIMENSIONS, compare=False, repr=False
+    )
 
     def dimension_scores(self) -> tuple[float, ...]:
-        return tuple(dimension_score(values) for values in self.recent)
+        known = self.scores_known
+        for d, score in enumerate(known):
+            if score is None:
+                known[d] = dimension_score(self.recent[d])
+        return tuple(known)  # type: ignore[arg-type]  # every entry was just filled
 
     def is_at_risk(self, config: ScoringConfig) -> bool:
         return not self.revoked and self.score < config.warning_threshold
@@ -233,6 +244,7 @@ def apply_signal(
     recent.append(value)
     if len(recent) > RECENT_SIGNALS_PER_DIMENSION:
         del recent[0]
+    state.scores_known[d] = None
     state.lifetime[d] += 1
     explained = state.recent_signals
     explained.append((d, value, source, signal_ms))
