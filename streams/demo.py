@@ -98,7 +98,11 @@ def _signal_value(rng: random.Random, behaviour: str, age_s: float) -> tuple[str
 
 
 async def _run_fleet(
-    bootstrap: str, names: TopicNames, board: Board, stop: asyncio.Event, rate: float
+    bootstrap: clients.KafkaConnection,
+    names: TopicNames,
+    board: Board,
+    stop: asyncio.Event,
+    rate: float,
 ) -> None:
     rng = random.Random(7)
     async with clients.producer(bootstrap, purpose="demo-fleet", linger_ms=5) as producer:
@@ -136,7 +140,7 @@ def _render(board: Board, live: bool, window_s: float) -> str:
 
 
 async def _watch(
-    bootstrap: str,
+    bootstrap: clients.KafkaConnection,
     names: TopicNames,
     board: Board,
     stop: asyncio.Event,
@@ -206,12 +210,13 @@ def _start_worker(
     )
 
 
-async def _main(args: argparse.Namespace, bootstrap: str) -> None:
+async def _main(args: argparse.Namespace, bootstrap: clients.KafkaConnection) -> None:
     prefix = f"demo-{int(time.time())}."
     names = TopicNames(prefix)
     state = Path(tempfile.mkdtemp(prefix="trust-demo-"))
     _say(f"demo: starting a worker on topics {prefix}* ...")
-    worker = _start_worker(bootstrap, prefix, args.window_seconds, state)
+    # The worker inherits the environment, so the same security settings.
+    worker = _start_worker(bootstrap.bootstrap_servers, prefix, args.window_seconds, state)
     board = Board(
         {
             f"did:mesh:demo-{i:03d}": Agent(f"did:mesh:demo-{i:03d}", BEHAVIOURS[i % 5])
@@ -243,7 +248,7 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> None:
 
 
 async def _wait_for_topics(
-    bootstrap: str,
+    bootstrap: clients.KafkaConnection,
     names: TopicNames,
     worker: subprocess.Popen[str],
     state: Path,
@@ -270,13 +275,21 @@ async def _wait_for_topics(
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from streams.settings import Settings
+
+    security = Settings().kafka_security  # the command line has checked the settings
     started_broker = False
     bootstrap = os.environ.get("TRUST_KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if not bootstrap:
+        if security.security_protocol != "PLAINTEXT":
+            raise DemoError(
+                "TRUST_KAFKA_SECURITY_PROTOCOL is set but TRUST_KAFKA_BOOTSTRAP_SERVERS is not: "
+                "the local broker the demo starts is plaintext; name the secured broker to use it"
+            )
         bootstrap = _start_local_broker()
         started_broker = True
     try:
-        asyncio.run(_main(args, bootstrap))
+        asyncio.run(_main(args, clients.KafkaConnection(bootstrap, security=security)))
     finally:
         if started_broker and os.environ.get("TRUST_DEMO_KEEP_BROKER") != "1":
             _say("demo: stopping the local Kafka broker...")

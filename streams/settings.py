@@ -2,22 +2,132 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.errors import InvalidSettings
+from streams.kafka.security import (
+    KafkaSecurity,
+    SaslMechanism,
+    SecurityProtocol,
+    environment_name,
+)
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig, config_problems
 from streams.scoring.windows import WindowPolicy
 
 log = logging.getLogger(__name__)
 
+ENV_PREFIX: Final = "TRUST_"
+#: ``TRUST_`` variables that are not settings, and what reads them. Every other ``TRUST_``
+#: variable must name a setting: an unknown one (a typo) stops the service at start, so that a
+#: misspelt security setting can never leave a client connecting without it.
+ENVIRONMENT_OUTSIDE_SETTINGS: Final[Mapping[str, str]] = {
+    "TRUST_TESTS_KEEP_BROKER": "the tests keep the local broker they started (tests/support)",
+    "TRUST_DEMO_KEEP_BROKER": "the demo keeps the local broker it started (streams/demo.py)",
+}
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRUST_", frozen=True, extra="ignore")
+
+class KafkaSecuritySettings(BaseSettings):
+    """How every Kafka client of the service reaches the brokers: TLS and SASL.
+
+    Part of :class:`Settings`, the one settings object (a class apart only to keep each short);
+    :class:`~streams.kafka.security.KafkaSecurity` checks the combination.
+    """
+
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (credentials, no TLS) or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols only)."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="Never logged or shown (masked in reprs and the start log)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM file of the CA that signed the brokers' certificates (default: the "
+        "system's CAs).",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate (with kafka_ssl_keyfile) for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Its unencrypted PEM key.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True,
+        description="The broker's certificate must name the host connected to. Off, it must "
+        "still be signed by the CA.",
+    )
+
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # An empty variable (as compose files and env files leave them) means not given.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() or None
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> KafkaSecuritySettings:
+        problems = self.kafka_security.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The security options every client of the service connects with."""
+        return KafkaSecurity(
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+            naming=environment_name,
+        )
+
+
+class Settings(KafkaSecuritySettings):
+    """Read from ``TRUST_<NAME>`` variables (and keyword arguments, which take precedence).
+
+    An invalid value, an unknown keyword or an unknown ``TRUST_`` variable raises
+    :class:`InvalidSettings` naming each problem.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    def __init__(self, **values: Any) -> None:
+        unknown = unknown_variables(os.environ)
+        if unknown:
+            raise InvalidSettings(unknown)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidSettings(_named_problems(exc)) from exc
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092",
@@ -185,8 +295,43 @@ class Settings(BaseSettings):
         )
 
     def masked(self) -> dict[str, Any]:
-        """Settings as a dict safe to log: secrets are shown only as set or unset."""
+        """Settings as a dict safe to log: secrets (every ``SecretStr``) are shown only as set
+        or unset, paths as text."""
         shown = self.model_dump()
-        shown["admin_token"] = "***" if self.admin_token.get_secret_value() else "(unset)"
-        shown["state_dir"] = str(self.state_dir)
+        for name, value in shown.items():
+            if isinstance(value, SecretStr):
+                shown[name] = "***" if value.get_secret_value() else "(unset)"
+            elif isinstance(value, Path):
+                shown[name] = str(value)
         return shown
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``TRUST_`` variable the service reads: the settings, and the few read elsewhere."""
+    settings = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    return frozenset(settings | ENVIRONMENT_OUTSIDE_SETTINGS.keys())
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str | None, str]]:
+    """A problem for each ``TRUST_`` variable in ``environ`` that nothing reads, with the known
+    name it most resembles."""
+    known = known_variables()
+    problems: list[tuple[str | None, str]] = []
+    # Settings are read whatever the case of the variable's name: so is the check.
+    for variable in sorted(v for v in environ if v.upper().startswith(ENV_PREFIX)):
+        if variable.upper() in known:
+            continue
+        close = difflib.get_close_matches(variable.upper(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see README.md for the settings"
+        problems.append((variable, f"unknown setting ({hint}); rename or remove it"))
+    return problems
+
+
+def _named_problems(exc: ValidationError) -> list[tuple[str | None, str]]:
+    """Pydantic's errors as (``TRUST_`` variable or ``None``, message)."""
+    problems: list[tuple[str | None, str]] = []
+    for error in exc.errors(include_url=False):
+        field = "_".join(str(p) for p in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append((f"{ENV_PREFIX}{field.upper()}" if field else None, message))
+    return problems

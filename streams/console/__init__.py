@@ -21,10 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from pydantic import ValidationError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 
-from streams.errors import TopicLayoutError, TrustServiceError
+from streams.errors import InvalidSettings, TopicLayoutError, TrustServiceError
 from streams.kafka.topics import TopicNames
 from streams.settings import Settings
 
@@ -48,6 +55,13 @@ _FLAG_OF_SETTING = {
     "kafka_bootstrap_servers": "--bootstrap-servers",
     "topic_prefix": "--topic-prefix",
 }
+#: Errors of a broker that refuses this principal something (Kafka ACLs), and on what.
+_DENIED = {
+    TopicAuthorizationFailedError: "topic",
+    GroupAuthorizationFailedError: "consumer group",
+    ClusterAuthorizationFailedError: "cluster",
+    TransactionalIdAuthorizationFailed: "transactional id",
+}
 
 
 def load_settings(args: argparse.Namespace | None = None) -> Settings:
@@ -60,24 +74,19 @@ def load_settings(args: argparse.Namespace | None = None) -> Settings:
                 overrides[setting] = value
     try:
         settings = Settings(**overrides)
-    except ValidationError as exc:
+    except InvalidSettings as exc:
         raise UserError(f"invalid settings: {_settings_problems(exc, overrides)}") from exc
     _check_names(settings, overrides)
     return settings
 
 
-def _settings_problems(exc: ValidationError, overrides: dict[str, Any]) -> str:
-    problems = []
-    for err in exc.errors(include_url=False):
-        field = "_".join(str(p) for p in err["loc"])
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if not field:
-            problems.append(message)
-        elif field in overrides:
-            problems.append(f"{_FLAG_OF_SETTING[field]}: {message}")
-        else:
-            problems.append(f"TRUST_{field.upper()}: {message}")
-    return "; ".join(problems)
+def _settings_problems(exc: InvalidSettings, overrides: dict[str, Any]) -> str:
+    """Each problem named by its variable, or by the flag that gave the value."""
+    flags = {f"TRUST_{field.upper()}": _FLAG_OF_SETTING[field] for field in overrides}
+    return "; ".join(
+        message if name is None else f"{flags.get(name, name)}: {message}"
+        for name, message in exc.problems
+    )
 
 
 def _check_names(settings: Settings, overrides: dict[str, Any]) -> None:
@@ -120,6 +129,17 @@ def no_broker_message(settings: Settings) -> str:
 
 
 def kafka_error_message(settings: Settings, exc: KafkaError) -> str:
+    if isinstance(exc, TrustServiceError):  # already says what is wrong (a TLS or SASL failure)
+        return str(exc)
+    denied = next((what for kind, what in _DENIED.items() if isinstance(exc, kind)), None)
+    if denied is not None:
+        who = settings.kafka_sasl_username or "this client"
+        on = " ".join([denied, *map(str, exc.args)])
+        return (
+            f"the Kafka broker at {settings.kafka_bootstrap_servers} refused {who!r} access to "
+            f"{on} ({exc.message}): this needs the credentials of a principal the cluster's ACLs "
+            "allow it (TRUST_KAFKA_SASL_USERNAME, TRUST_KAFKA_SASL_PASSWORD)"
+        )
     if isinstance(exc, KafkaConnectionError):
         return no_broker_message(settings)
     if isinstance(exc, KafkaTimeoutError):

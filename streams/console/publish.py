@@ -204,11 +204,7 @@ async def send(settings: Settings, signals: Sequence[PendingSignal]) -> int:
     await require_topics(settings, topics)
     handed = 0
     try:
-        async with SignalPublisher(
-            settings.kafka_bootstrap_servers,
-            topic_prefix=settings.topic_prefix,
-            max_message_bytes=settings.max_message_bytes,
-        ) as publisher:
+        async with SignalPublisher.from_settings(settings) as publisher:
             for s in signals:
                 try:
                     await publisher.record_signal(

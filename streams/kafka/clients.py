@@ -15,18 +15,28 @@ Every client of the service gets its options here, so they cannot drift apart:
 Those guarantees are refused as overrides (:class:`ValueError`), not silently replaced. What a
 client may tune for its purpose (fetch sizes, timeouts, linger) is passed as keyword overrides.
 
-How clients reach the brokers (plaintext today) is :func:`_security`'s answer alone, for
-aiokafka's clients and Faust's (:func:`_faust_security`): TLS or SASL goes there and nowhere else.
+How clients reach the brokers (TLS, SASL credentials: :class:`~streams.kafka.security.KafkaSecurity`
+in the connection) is :func:`_security`'s answer alone, for aiokafka's clients and Faust's
+(:func:`_faust_security`); an override of it is refused too. A client that cannot connect for a
+reason of security (a certificate not trusted, credentials refused) says so when started
+(:class:`BrokerConnectionFailed`), where aiokafka alone reports only that it could not bootstrap.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
+from streams.errors import TrustServiceError
+from streams.kafka.security import KafkaSecurity
 from streams.settings import Settings
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
@@ -41,7 +51,29 @@ PRODUCER_GUARANTEES: Final[dict[str, Any]] = {"acks": "all", "enable_idempotence
 #: Consumer options every consumer has; an override of one is refused.
 CONSUMER_GUARANTEES: Final[dict[str, Any]] = {"isolation_level": "read_committed"}
 #: Decided here for every client; an override of one is refused.
-_CONNECTION_OPTIONS: Final = frozenset({"bootstrap_servers", "loop"})
+_CONNECTION_OPTIONS: Final = frozenset(
+    {
+        "bootstrap_servers",
+        "loop",
+        "security_protocol",
+        "ssl_context",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "sasl_kerberos_service_name",
+        "sasl_kerberos_domain_name",
+        "sasl_oauth_token_provider",
+    }
+)
+#: The security of a connection given only an address: none.
+PLAINTEXT: Final = KafkaSecurity()
+#: How long the look at why a client could not connect may take, per broker.
+PROBE_TIMEOUT_MS: Final = 10_000
+
+
+class BrokerConnectionFailed(TrustServiceError, KafkaConnectionError):  # type: ignore[misc]
+    """No broker could be connected to, for the reason named (a certificate that is not trusted,
+    credentials refused...): fix the security settings it names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +81,26 @@ class KafkaConnection:
     """Where the brokers are and what every client built for them shares.
 
     Built from the settings (:meth:`from_settings`) by the worker and the command line, or from
-    explicit values by code that has no settings (the demo, the SDK).
+    explicit values by code that has no settings (the SDK; a bare address is plaintext).
     """
 
     bootstrap_servers: str
     compression: Compression = "none"
     client_prefix: str = DEFAULT_CLIENT_PREFIX
+    security: KafkaSecurity = PLAINTEXT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaConnection:
-        return cls(settings.kafka_bootstrap_servers, settings.compression, settings.app_id)
+        return cls(
+            settings.kafka_bootstrap_servers,
+            settings.compression,
+            settings.app_id,
+            settings.kafka_security,
+        )
+
+    def at(self, bootstrap_servers: str) -> KafkaConnection:
+        """The same connection to other brokers."""
+        return dataclasses.replace(self, bootstrap_servers=bootstrap_servers)
 
     def client_id(self, purpose: str) -> str:
         return f"{self.client_prefix}-{purpose}"
@@ -73,11 +115,13 @@ class KafkaConnection:
         return [host.strip() for host in self.bootstrap_servers.split(",") if host.strip()]
 
 
-#: What a client may be built from: a connection, the settings, or only the brokers' address.
-Connectable = KafkaConnection | Settings | str
+#: What a client may be built from: a connection, or the settings. A bare address is accepted
+#: too, as a plaintext connection, but is not in the type: mypy refuses it anywhere in the
+#: service, so that no client of the service can be built without the security settings.
+Connectable = KafkaConnection | Settings
 
 
-def connection(where: Connectable) -> KafkaConnection:
+def connection(where: Connectable | str) -> KafkaConnection:
     if isinstance(where, KafkaConnection):
         return where
     if isinstance(where, Settings):
@@ -86,13 +130,87 @@ def connection(where: Connectable) -> KafkaConnection:
 
 
 def _security(conn: KafkaConnection) -> dict[str, Any]:
-    """aiokafka options that say how every client authenticates and encrypts: plaintext today."""
-    return {}
+    """aiokafka options that say how every client authenticates and encrypts (plaintext: none)."""
+    return conn.security.aiokafka_options()
 
 
 def _faust_security(conn: KafkaConnection) -> dict[str, Any]:
-    """The same as :func:`_security`, as Faust's settings (``broker_credentials``, ...)."""
-    return {}
+    """The same as :func:`_security`, as Faust's settings (``broker_credentials``)."""
+    return conn.security.faust_options()
+
+
+async def connection_problem(where: Connectable) -> str | None:
+    """Why no broker can be connected to, when the reason is security; else ``None``.
+
+    Connects to each broker as every client does (TLS and SASL included), which surfaces the
+    error aiokafka only logs when a client cannot bootstrap.
+    """
+    conn = connection(where)
+    problems = []
+    for host, port, _ in collect_hosts(conn.bootstrap_servers):
+        address = f"{host}:{port}"
+        try:
+            probe = await create_conn(
+                host,
+                port,
+                client_id=conn.client_id("connection-probe"),
+                request_timeout_ms=PROBE_TIMEOUT_MS,
+                **_security(conn),
+            )
+        except (TimeoutError, OSError, KafkaError) as exc:
+            problems.append(conn.security.describe_failure(address, exc))
+            continue
+        try:
+            # A listener that wants TLS or SASL accepts the connection, then drops it at the
+            # first request of a client that did not start with them.
+            await probe.send(MetadataRequest([]))
+        except (TimeoutError, OSError, KafkaError) as exc:
+            problems.append(conn.security.describe_failure(address, exc, connected=True))
+            continue
+        finally:
+            probe.close()
+        return None  # this broker answers: the failure was something else
+    return "; ".join(p for p in problems if p is not None) or None
+
+
+async def _diagnosed(start: Awaitable[None], conn: KafkaConnection) -> None:
+    """Await a client's start; a failure to bootstrap for a reason of security, named."""
+    try:
+        await start
+    except KafkaConnectionError as exc:
+        if isinstance(exc, BrokerConnectionFailed):
+            raise
+        problem = await connection_problem(conn)
+        if problem is None:
+            raise
+        raise BrokerConnectionFailed(problem) from exc
+
+
+class _Producer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, conn: KafkaConnection, **options: Any) -> None:
+        super().__init__(**options)
+        self._trust_connection = conn
+
+    async def start(self) -> None:
+        await _diagnosed(super().start(), self._trust_connection)
+
+
+class _Consumer(AIOKafkaConsumer):  # type: ignore[misc]
+    def __init__(self, conn: KafkaConnection, *topics: str, **options: Any) -> None:
+        super().__init__(*topics, **options)
+        self._trust_connection = conn
+
+    async def start(self) -> None:
+        await _diagnosed(super().start(), self._trust_connection)
+
+
+class _Admin(AIOKafkaAdminClient):  # type: ignore[misc]
+    def __init__(self, conn: KafkaConnection, **options: Any) -> None:
+        super().__init__(**options)
+        self._trust_connection = conn
+
+    async def start(self) -> None:
+        await _diagnosed(super().start(), self._trust_connection)
 
 
 def _refuse(overrides: dict[str, Any], fixed: frozenset[str] | set[str], what: str) -> None:
@@ -134,8 +252,9 @@ def producer(
     ``client_id`` replaces ``<prefix>-<purpose>`` (the SDK's users choose theirs); a
     ``compression_type`` override replaces the connection's compression.
     """
-    return AIOKafkaProducer(
-        **producer_options(where, purpose=purpose, client_id=client_id, **overrides)
+    return _Producer(
+        connection(where),
+        **producer_options(where, purpose=purpose, client_id=client_id, **overrides),
     )
 
 
@@ -156,7 +275,8 @@ def consumer_options(where: Connectable, *, purpose: str, **overrides: Any) -> d
 
 def consumer(where: Connectable, *topics: str, purpose: str, **overrides: Any) -> AIOKafkaConsumer:
     """An unstarted consumer, subscribed to ``topics`` when given (else assign partitions)."""
-    return AIOKafkaConsumer(*topics, **consumer_options(where, purpose=purpose, **overrides))
+    options = consumer_options(where, purpose=purpose, **overrides)
+    return _Consumer(connection(where), *topics, **options)
 
 
 def admin_options(
@@ -174,7 +294,7 @@ def admin_options(
 
 def admin(where: Connectable, *, purpose: str = "admin", **overrides: Any) -> AIOKafkaAdminClient:
     """An unstarted admin client."""
-    return AIOKafkaAdminClient(**admin_options(where, purpose=purpose, **overrides))
+    return _Admin(connection(where), **admin_options(where, purpose=purpose, **overrides))
 
 
 def faust_broker_options(settings: Settings) -> dict[str, Any]:

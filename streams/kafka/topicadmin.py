@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from streams.errors import TopicLayoutError
 from streams.kafka import clients
@@ -133,9 +133,13 @@ async def enforce_config_topic_settings(
 async def describe_partition_counts(
     admin: AIOKafkaAdminClient, topics: Sequence[str]
 ) -> dict[str, int]:
-    """Partition count of each topic that exists (topics that do not are left out)."""
+    """Partition count of each topic that exists (topics that do not are left out);
+    :class:`TopicAuthorizationFailedError` for a topic the client may not describe."""
     counts: dict[str, int] = {}
     for entry in await admin.describe_topics(list(topics)):
+        if entry["error_code"] == TopicAuthorizationFailedError.errno:
+            # What a broker with ACLs answers for a topic the client may not see, existing or not.
+            raise TopicAuthorizationFailedError(entry["topic"])
         if entry["error_code"] == 0:
             counts[entry["topic"]] = len(entry["partitions"])
     return counts

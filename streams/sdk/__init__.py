@@ -11,6 +11,14 @@ that is not::
     with SyncSignalPublisher("kafka:9092") as publisher:
         publisher.record_output_quality("did:mesh:agent-42", accepted=True, consumer="billing")
 
+Against a secured cluster, give the connection's security as parameters (the same, and checked
+the same way, as the worker's ``TRUST_KAFKA_*`` settings), or take the worker's settings::
+
+    SignalPublisher("kafka:9093", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                    sasl_username="producer-policy_compliance", sasl_password=password,
+                    ssl_cafile="/etc/trust/ca.pem")
+    SignalPublisher.from_settings(Settings())
+
 Every signal is validated against :class:`streams.messages.Signal` before anything is sent, so a
 signal the worker would dead-letter fails in the caller, as :class:`InvalidSignal`, naming the
 field and the problem. The convenience calls (``record_policy_compliance`` and the rest) keep the

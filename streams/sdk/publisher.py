@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, ParamSpec, Self
 
 from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
+from pydantic import SecretStr
 
 from streams.errors import TopicLayoutError
 from streams.kafka import clients
+from streams.kafka.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 from streams.kafka.topics import TopicNames
 from streams.scoring.model import DIMENSION_INDEX, Dimension
 from streams.sdk.errors import InvalidSignal, PublisherNotRunning, PublishFailed
@@ -44,6 +47,16 @@ _FIXED_OPTIONS: Final = frozenset(
         "loop",
     }
 )
+#: aiokafka's security options: given as the publisher's own parameters instead, checked.
+_SECURITY_OPTIONS: Final = frozenset(
+    {
+        "security_protocol",
+        "ssl_context",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+    }
+)
 
 P = ParamSpec("P")
 
@@ -53,8 +66,16 @@ class SignalPublisher(SignalRecorder[Coroutine[Any, Any, None]]):
 
     Entering starts the producer; leaving flushes every accepted signal and stops it, also when
     the block raises (the block's error is the one that propagates; a failed flush is then logged).
+
+    The security parameters are the worker's ``TRUST_KAFKA_*`` settings (see
+    :meth:`from_settings`): ``security_protocol`` PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL;
+    ``sasl_mechanism`` PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with ``sasl_username`` and
+    ``sasl_password``; ``ssl_cafile`` (the CA that signed the brokers' certificates; default the
+    system's), ``ssl_certfile`` with ``ssl_keyfile`` for a client certificate; the broker's
+    certificate must name the host unless ``ssl_check_hostname`` is false. A combination that
+    would connect with less than asked for raises :class:`~streams.errors.InvalidSettings`.
     ``producer_options`` are passed to :class:`aiokafka.AIOKafkaProducer` (for example
-    ``request_timeout_ms`` or ``security_protocol``), except the ones the contract fixes.
+    ``request_timeout_ms``), except the ones the contract fixes and the security ones.
     """
 
     def __init__(
@@ -65,6 +86,14 @@ class SignalPublisher(SignalRecorder[Coroutine[Any, Any, None]]):
         linger_ms: int = 5,
         client_id: str = DEFAULT_CLIENT_ID,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        security_protocol: SecurityProtocol = "PLAINTEXT",
+        sasl_mechanism: SaslMechanism | None = None,
+        sasl_username: str | None = None,
+        sasl_password: str | SecretStr | None = None,
+        ssl_cafile: str | Path | None = None,
+        ssl_certfile: str | Path | None = None,
+        ssl_keyfile: str | Path | None = None,
+        ssl_check_hostname: bool = True,
         **producer_options: Any,
     ) -> None:
         fixed = sorted(_FIXED_OPTIONS & producer_options.keys())
@@ -73,10 +102,29 @@ class SignalPublisher(SignalRecorder[Coroutine[Any, Any, None]]):
                 f"producer option(s) {', '.join(fixed)} cannot be set: the signal contract fixes "
                 "them (see streams.sdk)"
             )
+        raw = sorted(_SECURITY_OPTIONS & producer_options.keys())
+        if raw:
+            raise ValueError(
+                f"producer option(s) {', '.join(raw)} cannot be set: give security_protocol, "
+                "sasl_mechanism, sasl_username, sasl_password and ssl_* as the publisher's own "
+                "parameters"
+            )
         if linger_ms < 0:
             raise ValueError(f"linger_ms must not be negative, got {linger_ms}")
+        security = KafkaSecurity(
+            security_protocol=security_protocol,
+            sasl_mechanism=sasl_mechanism,
+            sasl_username=sasl_username,
+            sasl_password=(
+                SecretStr(sasl_password) if isinstance(sasl_password, str) else sasl_password
+            ),
+            ssl_cafile=_path(ssl_cafile),
+            ssl_certfile=_path(ssl_certfile),
+            ssl_keyfile=_path(ssl_keyfile),
+            ssl_check_hostname=ssl_check_hostname,
+        ).checked()
         # Idempotence and acks="all" come with every producer (streams.kafka.clients).
-        self._connection = clients.KafkaConnection(bootstrap_servers)
+        self._connection = clients.KafkaConnection(bootstrap_servers, security=security)
         self._client_id = client_id
         self._options: dict[str, Any] = {
             **producer_options,
@@ -224,7 +272,16 @@ class SignalPublisher(SignalRecorder[Coroutine[Any, Any, None]]):
         if error is not None:
             self._failures.append(error)
 
+    @property
+    def security(self) -> KafkaSecurity:
+        """How this publisher connects (its password masked in every repr)."""
+        return self._connection.security
+
     def _raise_failures(self) -> None:
         if self._failures:
             failures, self._failures = self._failures, []
             raise PublishFailed(failures)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)

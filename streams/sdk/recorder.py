@@ -38,13 +38,15 @@ class SignalRecorder(Generic[R]):
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> Self:
-        """A publisher for the brokers, topic prefix and size limit the worker is set up with."""
+        """A publisher for the brokers, security, topic prefix and size limit the worker is set
+        up with (``options`` add to them: ``client_id``, ``linger_ms``, producer options)."""
         # Both publishers take the same constructor arguments.
         build: Callable[..., Self] = cls
         return build(
             settings.kafka_bootstrap_servers,
             topic_prefix=settings.topic_prefix,
             max_message_bytes=settings.max_message_bytes,
+            **settings.kafka_security.arguments(),
             **options,
         )
 

@@ -6,9 +6,13 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
+from pydantic import SecretStr
+
+from streams.kafka.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 from streams.scoring.model import Dimension
 from streams.sdk.errors import PublisherNotRunning
 from streams.sdk.publisher import (
@@ -33,7 +37,8 @@ class SyncSignalPublisher(SignalRecorder[None]):
     caller's thread (so :class:`InvalidSignal` is raised there and nothing is sent), then blocks
     until the producer has accepted the record; :meth:`flush` blocks until every accepted record
     is acknowledged. Calls from several threads are safe; each thread's signals keep their order.
-    Connecting happens in the constructor, so a wrong address fails there.
+    Connecting happens in the constructor, so a wrong address (or certificate, or password)
+    fails there. The parameters are :class:`SignalPublisher`'s.
     """
 
     def __init__(
@@ -44,6 +49,14 @@ class SyncSignalPublisher(SignalRecorder[None]):
         linger_ms: int = 5,
         client_id: str = DEFAULT_CLIENT_ID,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        security_protocol: SecurityProtocol = "PLAINTEXT",
+        sasl_mechanism: SaslMechanism | None = None,
+        sasl_username: str | None = None,
+        sasl_password: str | SecretStr | None = None,
+        ssl_cafile: str | Path | None = None,
+        ssl_certfile: str | Path | None = None,
+        ssl_keyfile: str | Path | None = None,
+        ssl_check_hostname: bool = True,
         **producer_options: Any,
     ) -> None:
         self._publisher = SignalPublisher(
@@ -52,6 +65,14 @@ class SyncSignalPublisher(SignalRecorder[None]):
             linger_ms=linger_ms,
             client_id=client_id,
             max_message_bytes=max_message_bytes,
+            security_protocol=security_protocol,
+            sasl_mechanism=sasl_mechanism,
+            sasl_username=sasl_username,
+            sasl_password=sasl_password,
+            ssl_cafile=ssl_cafile,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            ssl_check_hostname=ssl_check_hostname,
             **producer_options,
         )
         self._lock = threading.Lock()
@@ -72,6 +93,10 @@ class SyncSignalPublisher(SignalRecorder[None]):
     @property
     def topic_prefix(self) -> str:
         return self._publisher.topic_prefix
+
+    @property
+    def security(self) -> KafkaSecurity:
+        return self._publisher.security
 
     def topic_for(self, dimension: Dimension | str) -> str:
         return self._publisher.topic_for(dimension)

@@ -3,40 +3,78 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streams.kafka import clients
-from streams.kafka.clients import KafkaConnection, faust_broker_options
+from streams.kafka.clients import BrokerConnectionFailed, KafkaConnection, faust_broker_options
+from streams.sdk import SignalPublisher, SyncSignalPublisher
 from streams.settings import Settings
+from tests.support.tls_files import Issued, issue, make_ca
 
 STREAMS = Path(__file__).resolve().parents[2] / "streams"
 CLIENTS_MODULE = STREAMS / "kafka" / "clients.py"
+SECURITY_MODULE = STREAMS / "kafka" / "security.py"
 CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
+#: What builds a connection to a broker, or hands a client its security: only the clients module
+#: (and the security options it delegates to) may name them.
+CONNECTING = CLIENT_CLASSES | {
+    "AIOKafkaClient",
+    "create_conn",
+    "create_ssl_context",
+    "SASLCredentials",
+    "SSLCredentials",
+}
+#: aiokafka's own names for security options: no call elsewhere passes them.
+SECURITY_KEYWORDS = {"ssl_context", "sasl_plain_username", "sasl_plain_password"}
+PASSWORD = "pw-Scram-512"
 
 
-def _constructions(path: Path) -> list[str]:
-    """``file:line name`` of every call of an aiokafka client class in ``path``."""
+def _name(node: ast.expr) -> str | None:
+    return node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+
+
+def _references(path: Path) -> list[str]:
+    """``file:line name`` of every call of a connecting name, class built on one, and call that
+    passes a security keyword, in ``path`` (type annotations and imports are not uses)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-        if name in CLIENT_CLASSES:
-            found.append(f"{path.relative_to(STREAMS.parent)}:{node.lineno} {name}")
+        names: list[str | None] = []
+        if isinstance(node, ast.Call):
+            names.append(_name(node.func))
+            names += [k.arg for k in node.keywords if k.arg in SECURITY_KEYWORDS]
+        elif isinstance(node, ast.ClassDef):
+            names += [_name(base) for base in node.bases]
+        for name in names:
+            if name in CONNECTING or name in SECURITY_KEYWORDS:
+                found.append(f"{path.relative_to(STREAMS.parent)}:{node.lineno} {name}")
     return found
 
 
-def test_no_module_but_the_clients_module_constructs_a_kafka_client() -> None:
+def test_no_module_but_the_clients_module_builds_a_kafka_client_or_its_security() -> None:
     modules = sorted(STREAMS.rglob("*.py"))
     assert CLIENTS_MODULE in modules
-    elsewhere = [c for path in modules if path != CLIENTS_MODULE for c in _constructions(path)]
+    own = {CLIENTS_MODULE, SECURITY_MODULE}
+    elsewhere = [r for path in modules if path not in own for r in _references(path)]
     assert elsewhere == []
-    # The scan sees a construction where there is one.
-    assert {c.split()[-1] for c in _constructions(CLIENTS_MODULE)} == CLIENT_CLASSES
+    # The scan sees a use where there is one: the clients module builds each client class (as a
+    # subclass that names a failure to connect) and the probe's connection; the security module
+    # the TLS context and Faust's credentials.
+    assert {r.split()[-1] for r in _references(CLIENTS_MODULE)} == CLIENT_CLASSES | {"create_conn"}
+    assert {r.split()[-1] for r in _references(SECURITY_MODULE)} == {
+        "create_ssl_context",
+        "SSLCredentials",
+        "SASLCredentials",
+        "ssl_context",
+    }
 
 
 SETTINGS = Settings(
@@ -126,3 +164,254 @@ def test_faust_gets_the_same_brokers_compression_and_a_client_id(compression: st
     assert options["producer_compression_type"] == (None if compression == "none" else compression)
     assert options["producer_acks"] == -1
     assert options["consumer_max_fetch_size"] == settings.fetch_bytes_per_partition
+
+
+# -- security: every client kind gets it, plaintext gets none -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Issued:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+def secure_settings(ca: Issued, **changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": "kafka-1:9093",
+        "app_id": "scorer-eu",
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_sasl_username": "worker",
+        "kafka_sasl_password": PASSWORD,
+        "kafka_ssl_cafile": ca.cert,
+    }
+    values.update(changes)
+    return Settings(**{k: v for k, v in values.items() if v is not None})
+
+
+def _producer(where: Any) -> Any:
+    return clients.producer(where, purpose="config-publisher")
+
+
+def _consumer(where: Any) -> Any:
+    return clients.consumer(where, "some.topic", purpose="signal-feed")
+
+
+def _admin(where: Any) -> Any:
+    return clients.admin(where, purpose="topic-admin")
+
+
+KINDS: dict[str, Callable[[Any], Any]] = {
+    "producer": _producer,
+    "consumer": _consumer,
+    "admin": _admin,
+}
+
+
+def _client_of(built: Any) -> Any:
+    """aiokafka's connection-owning client inside a producer, consumer or admin client."""
+    return built.client if hasattr(built, "_sender") else built._client
+
+
+async def _close(built: Any) -> None:
+    """Stop a producer or consumer, close an admin client (started or not)."""
+    await (built.stop() if hasattr(built, "stop") else built.close())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_client_kind_connects_with_tls_and_scram_when_configured(
+    kind: str, ca: Issued
+) -> None:
+    settings = secure_settings(ca)
+    for where in (settings, KafkaConnection.from_settings(settings)):
+        built = KINDS[kind](where)
+        client = _client_of(built)
+        await _close(built)
+        assert client._security_protocol == "SASL_SSL"
+        assert isinstance(client._ssl_context, ssl.SSLContext)
+        assert client._ssl_context.verify_mode == ssl.CERT_REQUIRED
+        assert client._ssl_context.check_hostname is True
+        assert client._sasl_mechanism == "SCRAM-SHA-512"
+        assert client._sasl_plain_username == "worker"
+        assert client._sasl_plain_password == PASSWORD
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_plaintext_client_gets_no_security_options(kind: str) -> None:
+    built = KINDS[kind](SETTINGS)
+    client = _client_of(built)
+    await _close(built)
+    assert client._security_protocol == "PLAINTEXT"
+    assert client._ssl_context is None
+    assert client._sasl_plain_username is None
+    assert client._sasl_plain_password is None
+    for options in (
+        clients.producer_options(SETTINGS, purpose="x"),
+        clients.consumer_options(SETTINGS, purpose="x"),
+        clients.admin_options(SETTINGS, purpose="x"),
+    ):
+        assert not options.keys() & {"security_protocol", "ssl_context", "sasl_mechanism"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {
+                "kafka_security_protocol": "SSL",
+                "kafka_sasl_mechanism": None,
+                "kafka_sasl_username": None,
+                "kafka_sasl_password": None,
+            },
+            {"security_protocol": "SSL", "ssl": True, "sasl": False},
+        ),
+        (
+            {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_ssl_cafile": None},
+            {"security_protocol": "SASL_PLAINTEXT", "ssl": False, "sasl": True},
+        ),
+        ({}, {"security_protocol": "SASL_SSL", "ssl": True, "sasl": True}),
+    ],
+    ids=["ssl", "sasl-plaintext", "sasl-ssl"],
+)
+def test_each_protocol_gets_what_it_uses_and_faust_gets_the_same(
+    ca: Issued, changes: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    settings = secure_settings(ca, **changes)
+    options = clients.producer_options(settings, purpose="x")
+    assert options["security_protocol"] == expected["security_protocol"]
+    assert ("ssl_context" in options) == expected["ssl"]
+    assert ("sasl_plain_password" in options) == expected["sasl"]
+    # Faust turns its broker_credentials into the same aiokafka options for its own clients.
+    credentials = faust_broker_options(settings)["broker_credentials"]
+    faust_auth = dict(credentials_to_aiokafka_auth(credentials))
+    ours = {k: v for k, v in options.items() if k in faust_auth}
+    assert faust_auth.pop("security_protocol") == ours.pop("security_protocol")
+    assert isinstance(faust_auth.pop("ssl_context", None), ssl.SSLContext) == expected["ssl"]
+    ours.pop("ssl_context", None)
+    assert {k: v for k, v in faust_auth.items() if v is not None} == ours
+
+
+def test_faust_gets_no_credentials_for_plaintext() -> None:
+    assert "broker_credentials" not in faust_broker_options(SETTINGS)
+
+
+def test_hostname_verification_can_be_relaxed_but_the_chain_is_still_verified(ca: Issued) -> None:
+    options = clients.consumer_options(
+        secure_settings(ca, kafka_ssl_check_hostname=False), purpose="x"
+    )
+    assert options["ssl_context"].check_hostname is False
+    assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize(
+    "option", ["security_protocol", "ssl_context", "sasl_mechanism", "sasl_plain_password"]
+)
+@pytest.mark.parametrize(
+    "build", [clients.producer_options, clients.consumer_options, clients.admin_options]
+)
+def test_security_cannot_be_overridden_per_client(build: Any, option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        build(SETTINGS, purpose="x", **{option: None})
+
+
+# -- a client that cannot connect for a reason of security says why ----------------------------
+
+
+@asynccontextmanager
+async def tls_listener(server: Issued) -> AsyncIterator[str]:
+    """A local TLS listener presenting ``server``'s certificate (it speaks no Kafka)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server.cert, server.key)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listener = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+@pytest.fixture(scope="module")
+def broker_tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
+    """The broker's CA and two certificates it signed: for 127.0.0.1, and for another name."""
+    directory = tmp_path_factory.mktemp("broker-tls")
+    broker_ca = make_ca(directory, "broker-ca")
+    return {
+        "ca": broker_ca,
+        "local": issue(broker_ca, directory, "local", ("127.0.0.1", "localhost")),
+        "elsewhere": issue(broker_ca, directory, "elsewhere", ("kafka.elsewhere.example",)),
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_broker_certificate_from_another_ca_is_refused_naming_tls(
+    kind: str, ca: Issued, broker_tls: dict[str, Issued]
+) -> None:
+    async with tls_listener(broker_tls["local"]) as address:
+        built = KINDS[kind](secure_settings(ca, kafka_bootstrap_servers=address))
+        try:
+            with pytest.raises(BrokerConnectionFailed) as caught:
+                await asyncio.wait_for(built.start(), timeout=30)
+        finally:
+            await _close(built)
+    message = str(caught.value)
+    assert f"TLS: the broker at {address} presented a certificate that is not trusted" in message
+    assert "certificate verify failed" in message or "unable to get local issuer" in message
+    assert f"TRUST_KAFKA_SSL_CAFILE ({ca.cert}) must hold the CA that signed it" in message
+    assert isinstance(caught.value, KafkaConnectionError)  # callers that retry keep retrying
+
+
+async def test_a_certificate_for_another_host_is_refused_unless_hostnames_are_not_checked(
+    broker_tls: dict[str, Issued],
+) -> None:
+    async with tls_listener(broker_tls["elsewhere"]) as address:
+        settings = secure_settings(broker_tls["ca"], kafka_bootstrap_servers=address)
+        consumer = _consumer(settings)
+        try:
+            with pytest.raises(BrokerConnectionFailed, match="does not name that host"):
+                await asyncio.wait_for(consumer.start(), timeout=30)
+        finally:
+            await consumer.stop()
+        relaxed = _consumer(settings.model_copy(update={"kafka_ssl_check_hostname": False}))
+        try:
+            # TLS is accepted now; what fails is that this listener speaks no Kafka, which is not
+            # a matter of security, so aiokafka's own error stands.
+            with pytest.raises(KafkaConnectionError) as caught:
+                await asyncio.wait_for(relaxed.start(), timeout=30)
+        finally:
+            await relaxed.stop()
+    assert not isinstance(caught.value, BrokerConnectionFailed)
+
+
+async def test_the_sdk_names_its_parameter_when_the_certificate_is_not_trusted(
+    ca: Issued, broker_tls: dict[str, Issued]
+) -> None:
+    async with tls_listener(broker_tls["local"]) as address:
+        publisher = SignalPublisher(
+            address,
+            security_protocol="SSL",
+            ssl_cafile=ca.cert,
+            request_timeout_ms=5000,
+        )
+        with pytest.raises(BrokerConnectionFailed, match=r"not trusted .*; ssl_cafile \("):
+            await asyncio.wait_for(publisher.start(), timeout=30)
+
+
+async def test_the_sync_sdk_from_settings_connects_with_the_settings_security(
+    ca: Issued, broker_tls: dict[str, Issued]
+) -> None:
+    async with tls_listener(broker_tls["local"]) as address:
+        settings = secure_settings(
+            ca,
+            kafka_bootstrap_servers=address,
+            kafka_security_protocol="SSL",
+            kafka_sasl_mechanism=None,
+            kafka_sasl_username=None,
+            kafka_sasl_password=None,
+        )
+        # The synchronous publisher connects in its constructor, on its own thread and loop.
+        with pytest.raises(BrokerConnectionFailed, match="not trusted"):
+            await asyncio.to_thread(SyncSignalPublisher.from_settings, settings)
