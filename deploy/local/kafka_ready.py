@@ -10,7 +10,8 @@ Standard library only: it runs before any virtualenv exists.
 
     kafka_ready.py [--timeout SECONDS] [--wait SECONDS] [-v] [HOST:PORT[,HOST:PORT...]]
                    [--security-protocol PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL]
-                   [--cafile CA.pem] [--sasl-mechanism SCRAM-SHA-512|SCRAM-SHA-256|PLAIN]
+                   [--cafile CA.pem] [--certfile CERT.pem --keyfile KEY.pem]
+                   [--sasl-mechanism SCRAM-SHA-512|SCRAM-SHA-256|PLAIN]
                    [--sasl-username NAME] [--sasl-password-file FILE] [--env FILE]
 
 A secured broker is probed the way its clients reach it: TLS verified against
@@ -75,6 +76,8 @@ class Security:
 
     protocol: str = "PLAINTEXT"
     cafile: str | None = None
+    certfile: str | None = None  # a client certificate, for listeners that require one
+    keyfile: str | None = None
     mechanism: str = "SCRAM-SHA-512"
     username: str | None = None
     password: str | None = None
@@ -165,6 +168,8 @@ class Connection:
         if security.tls:
             # Verified like a client would: the CA, and the host name (or IP) in the SAN.
             context = ssl.create_default_context(cafile=security.cafile)
+            if security.certfile:
+                context.load_cert_chain(security.certfile, security.keyfile)
             try:
                 sock = context.wrap_socket(sock, server_hostname=host)
             except BaseException:
@@ -432,6 +437,8 @@ def security_from(args: argparse.Namespace) -> tuple[Security, str | None]:
     security = Security(
         protocol=protocol,
         cafile=args.cafile or env.get("TRUST_KAFKA_SSL_CAFILE") or None,
+        certfile=args.certfile or env.get("TRUST_KAFKA_SSL_CERTFILE") or None,
+        keyfile=args.keyfile or env.get("TRUST_KAFKA_SSL_KEYFILE") or None,
         mechanism=mechanism,
         username=args.sasl_username or env.get("TRUST_KAFKA_SASL_USERNAME") or None,
         password=password or None,
@@ -470,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         help="how to reach the broker (default PLAINTEXT)",
     )
     parser.add_argument("--cafile", help="CA certificate (PEM) that signed the broker's")
+    parser.add_argument("--certfile", help="client certificate (PEM), if the listener wants one")
+    parser.add_argument("--keyfile", help="its key (PEM, unencrypted)")
     parser.add_argument(
         "--sasl-mechanism", choices=SASL_MECHANISMS, help="SASL mechanism (default SCRAM-SHA-512)"
     )

@@ -201,6 +201,35 @@ def test_readiness_probe_authenticates(secure_broker: SecureBroker, tmp_path: Pa
     assert "authentication as admin failed" in refused.stderr, refused.stderr
 
 
+def test_the_controller_listener_takes_only_the_brokers_own_certificate(
+    secure_broker: SecureBroker,
+) -> None:
+    properties = (secure_broker.home / "server.properties").read_text()
+    voters = next(line for line in properties.splitlines() if line.startswith("controller.quorum"))
+    controller = voters.split("@", 1)[1]
+    tls = secure_broker.home / "tls"
+    ca = ["--security-protocol", "SSL", "--cafile", str(tls / "ca.pem")]
+
+    def probe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(READY_PROBE), "--timeout", "5", *args, controller],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # With the broker's certificate the TLS session and ApiVersions go through (a controller
+    # serves no Metadata, which is how far the probe gets); without it, or in plaintext, nothing.
+    own = probe(*ca, "--certfile", str(tls / "broker.pem"), "--keyfile", str(tls / "broker.key"))
+    assert "does not list the Metadata API" in own.stderr, own.stderr
+    for refused in (probe(*ca), probe()):
+        assert refused.returncode == 1
+        assert "ApiVersions" not in refused.stderr and "Metadata" not in refused.stderr, (
+            refused.stderr
+        )
+
+
 # --- authorization: the ACL set -----------------------------------------------------------------
 
 
