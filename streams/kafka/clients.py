@@ -75,6 +75,10 @@ class BrokerConnectionFailed(TrustServiceError, KafkaConnectionError):  # type: 
     """No broker could be connected to, for the reason named (a certificate that is not trusted,
     credentials refused...): fix the security settings it names."""
 
+    def __str__(self) -> str:
+        # The reason alone (aiokafka's errors put their class name first).
+        return str(self.args[0]) if self.args else "no broker could be connected to"
+
 
 @dataclass(frozen=True, slots=True)
 class KafkaConnection:
@@ -165,7 +169,7 @@ async def connection_problem(where: Connectable) -> str | None:
             # first request of a client that did not start with them.
             await probe.send(MetadataRequest([]))
         except (TimeoutError, OSError, KafkaError) as exc:
-            problems.append(conn.security.describe_failure(address, exc, connected=True))
+            problems.append(conn.security.describe_failure(address, exc))
             continue
         finally:
             probe.close()

@@ -31,6 +31,14 @@ _TLS_FILES: Final = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
 #: X509_V_ERR_HOSTNAME_MISMATCH; by IP address: X509_V_ERR_IP_ADDRESS_MISMATCH).
 _HOST_MISMATCH: Final = frozenset({62, 64})
 
+#: What a listener that drops a client may want instead, by the client's protocol.
+_WANTED_INSTEAD: Final[dict[str, str]] = {
+    "PLAINTEXT": "TLS or SASL credentials",
+    "SSL": "SASL credentials",
+    "SASL_PLAINTEXT": "TLS",
+    "SASL_SSL": "",
+}
+
 #: How a problem names a field: as the SDK's parameter, or as the settings' variable.
 Naming = Callable[[str], str]
 
@@ -185,11 +193,9 @@ class KafkaSecurity:
             )
         }
 
-    def describe_failure(
-        self, address: str, exc: BaseException, *, connected: bool = False
-    ) -> str | None:
-        """Why connecting to ``address`` failed (``connected``: its first request did), when the
-        reason is security; else ``None``."""
+    def describe_failure(self, address: str, exc: BaseException) -> str | None:
+        """Why connecting to ``address`` (and asking it for metadata) failed, when the reason is
+        security; else ``None``."""
         from aiokafka.errors import (
             AuthenticationFailedError,
             KafkaConnectionError,
@@ -198,15 +204,19 @@ class KafkaSecurity:
         )
 
         name = self.naming
-        if connected and not self.uses_sasl and isinstance(exc, OSError | KafkaConnectionError):
-            wanted = "SASL credentials" if self.uses_tls else "TLS or SASL credentials"
+        # aiokafka's error when the peer closes a connection it accepted (a refused one is an
+        # OSError): what a listener does with a client that does not start as it expects.
+        wanted = _WANTED_INSTEAD[self.security_protocol]
+        if isinstance(exc, KafkaConnectionError) and wanted:
             return (
-                f"the broker at {address} dropped the connection at the first request: its "
+                f"the broker at {address} accepted the connection, then dropped it: its "
                 f"listener may require {wanted}, and {name('security_protocol')} is "
                 f"{self.security_protocol}"
             )
         if isinstance(exc, ssl.SSLCertVerificationError):
-            reason = exc.verify_message or str(exc)
+            reason = (
+                f"certificate verify failed: {exc.verify_message}" if exc.verify_message else exc
+            )
             if exc.verify_code in _HOST_MISMATCH:
                 return (
                     f"TLS: the certificate of the broker at {address} does not name that host "
@@ -233,7 +243,7 @@ class KafkaSecurity:
         if isinstance(exc, UnsupportedSaslMechanismError):
             return (
                 f"the broker at {address} does not offer {name('sasl_mechanism')}="
-                f"{self.sasl_mechanism} ({exc})"
+                f"{self.sasl_mechanism}"
             )
         return None
 

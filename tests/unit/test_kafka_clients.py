@@ -11,11 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from pydantic import SecretStr
 
 from streams.kafka import clients
 from streams.kafka.clients import BrokerConnectionFailed, KafkaConnection, faust_broker_options
+from streams.kafka.security import KafkaSecurity, environment_name
 from streams.sdk import SignalPublisher, SyncSignalPublisher
 from streams.settings import Settings
 from tests.support.tls_files import Issued, issue, make_ca
@@ -415,3 +421,45 @@ async def test_the_sync_sdk_from_settings_connects_with_the_settings_security(
         # The synchronous publisher connects in its constructor, on its own thread and loop.
         with pytest.raises(BrokerConnectionFailed, match="not trusted"):
             await asyncio.to_thread(SyncSignalPublisher.from_settings, settings)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "wanted"),
+    [
+        ("PLAINTEXT", "TLS or SASL credentials"),
+        ("SSL", "SASL credentials"),
+        ("SASL_PLAINTEXT", "TLS"),
+        ("SASL_SSL", None),
+    ],
+)
+def test_a_dropped_connection_names_what_the_listener_may_want(
+    protocol: str, wanted: str | None
+) -> None:
+    security = KafkaSecurity(protocol, naming=environment_name)  # type: ignore[arg-type]
+    problem = security.describe_failure("kafka:9093", KafkaConnectionError("closed"))
+    if wanted is None:
+        assert problem is None  # nothing to suggest: aiokafka's own error stands
+    else:
+        assert problem == (
+            "the broker at kafka:9093 accepted the connection, then dropped it: its listener may "
+            f"require {wanted}, and TRUST_KAFKA_SECURITY_PROTOCOL is {protocol}"
+        )
+
+
+def test_refused_credentials_and_mechanisms_are_named_and_unreachability_is_not() -> None:
+    security = KafkaSecurity(
+        "SASL_PLAINTEXT", "SCRAM-SHA-256", "operator", SecretStr(PASSWORD), naming=environment_name
+    )
+    refused = security.describe_failure("kafka:9093", SaslAuthenticationFailed("bad"))
+    assert refused == (
+        "the broker at kafka:9093 refused the credentials of 'operator' (SCRAM-SHA-256): check "
+        "TRUST_KAFKA_SASL_USERNAME and TRUST_KAFKA_SASL_PASSWORD"
+    )
+    offered = security.describe_failure("kafka:9093", UnsupportedSaslMechanismError("no"))
+    assert (
+        offered
+        == "the broker at kafka:9093 does not offer TRUST_KAFKA_SASL_MECHANISM=SCRAM-SHA-256"
+    )
+    # No answer at all is not a matter of security: the usual "no broker" message stays.
+    assert security.describe_failure("kafka:9093", ConnectionRefusedError(111, "refused")) is None
+    assert security.describe_failure("kafka:9093", TimeoutError()) is None
