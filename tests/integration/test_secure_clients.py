@@ -347,7 +347,12 @@ async def test_a_worker_with_the_worker_principal_scores_as_the_oracle_does(
     )
     revoked_now = {b["agent_did"] for b in revocations if b["type"] == "revoked"}
     assert revoked_now & published_fleet.keys() == revoked
-    assert "Traceback" not in deployment.worker.log
+    log = deployment.worker.log
+    assert "Traceback" not in log
+    # The settings it started with are logged, the password masked.
+    assert "'kafka_security_protocol': 'SASL_SSL'" in log
+    assert "'kafka_sasl_password': '***'" in log
+    assert deployment.broker.principal("worker").password not in log
 
 
 # -- (c) the command line with each role's file, within its ACLs ------------------------------
