@@ -31,6 +31,7 @@ from streams.processing.pipeline import ScoringPipeline, wall_clock_ms
 from streams.settings import Settings
 from streams.state.restore import restore_verified
 from streams.state.store import StateStore
+from streams.web.advertise import advertised_url
 from streams.web.api import install as install_api
 from streams.web.observability import install as install_observability
 
@@ -53,6 +54,13 @@ class TrustApp:
 def create_app(settings: Settings) -> TrustApp:
     names = TopicNames(settings.topic_prefix)
     kafka = KafkaConnection.from_settings(settings)
+    own_url = advertised_url(
+        settings.web_advertised_url,
+        settings.web_host,
+        settings.web_port,
+        settings.kafka_bootstrap_servers,
+    )
+    log.info("Other workers reach this one's HTTP API at %s", own_url)
     app = faust.App(
         settings.app_id,
         # Brokers, client id, acks, compression, fetch sizes and timeouts: streams.kafka.clients.
@@ -68,9 +76,17 @@ def create_app(settings: Settings) -> TrustApp:
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
-        # How the other workers reach this one when they forward a request about our agents.
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        # How the other workers reach this one when they forward a request about our agents:
+        # never the bind address, which is 0.0.0.0 in a container (streams/web/advertise.py).
+        canonical_url=own_url,
         web_in_thread=False,
+        # Faust's /router/ (the cluster's layout) and /table/ (table contents) views: off. The
+        # API forwards by the assignment itself (streams/web/forwarding.py), not through them.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
     )
     # Never written: it only tells Faust's router which worker owns which agent (the HTTP API
     # forwards requests by it). The state itself lives in streams.state.store.
@@ -266,5 +282,5 @@ def create_app(settings: Settings) -> TrustApp:
         takeover[0] = task
 
     install_observability(app, pipeline, config, feed, broker)
-    install_api(app, settings, table, store, config, ownership)
+    install_api(app, settings, table, store, config, ownership, own_url)
     return TrustApp(app, settings, names, table, pipeline, config, feed)

@@ -22,6 +22,7 @@ from streams.kafka.security import (
 )
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig, config_problems
 from streams.scoring.windows import WindowPolicy
+from streams.web.advertise import check_advertised_url
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,32 @@ class Settings(KafkaSecuritySettings):
     state_dir: Path = Field(default=Path(".local/state"), description="RocksDB state lives here.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
-    admin_token: SecretStr = Field(default=SecretStr(""), description="Bearer token for changes.")
+    admin_token: SecretStr = Field(
+        default=SecretStr(""), description="Bearer token for changes over HTTP (grants reads too)."
+    )
+    web_advertised_url: str = Field(
+        default="",
+        description="URL other workers reach this worker's HTTP API at, e.g. "
+        "http://scorer-1:6066 (unset: the bind address, or when bound to every interface this "
+        "host's address towards the brokers); an unspecified address (0.0.0.0) is refused.",
+    )
+    api_read_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token every read of agents and configuration over HTTP needs (the "
+        "admin token also grants reads); unset: reads are open.",
+    )
+    web_forward_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="How long a worker waits for another when it forwards a request or asks "
+        "every worker; a fleet-wide answer without a late worker is partial and names it.",
+    )
+
+    @field_validator("web_advertised_url")
+    @classmethod
+    def _check_advertised_url(cls, value: str) -> str:
+        return check_advertised_url(value)
 
     batch_max: int = Field(default=2000, ge=1, description="Signals taken per processing batch.")
     batch_within_seconds: float = Field(default=0.05, gt=0)

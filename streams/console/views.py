@@ -1,5 +1,8 @@
 """The terminal views of ``trust-streams watch``: a table of the latest score of every agent,
-redrawn in place, and a scrolling list of revocations or dead letters; plain ANSI escape codes."""
+redrawn in place, and a scrolling list of revocations or dead letters; plain ANSI escape codes.
+
+Every value shown comes from the wire and may hold escape sequences of its own: each goes
+through :func:`streams.console.safe_text.safe` before it is laid out and coloured."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from streams.console.safe_text import safe
 from streams.errors import TrustServiceError
 
 _RESET, _BOLD, _DIM, _RED, _YELLOW = (
@@ -51,11 +55,16 @@ def _object(value: bytes | None) -> dict[str, Any] | None:
 
 
 def _clock(iso: object) -> str:
-    """HH:MM:SS of an ISO 8601 time, or the text itself when it is not one."""
+    """HH:MM:SS of an ISO 8601 time, or the text itself (made safe) when it is not one."""
     try:
         return datetime.fromisoformat(str(iso)).strftime("%H:%M:%S")
     except ValueError:
-        return str(iso)
+        return safe(iso)
+
+
+def _field(message: dict[str, Any], name: str, default: str = "?") -> str:
+    """A field of a message as text safe to print."""
+    return safe(message.get(name, default))
 
 
 def _fit(text: str, width: int) -> str:
@@ -137,10 +146,11 @@ class ScoreTable(_Terminal):
         width, height = self.size()
         width = max(40, width - 1)
         fixed = sum(w + 1 for _, w in self.COLUMNS)
-        agent_width = max(12, min(max((len(a) for a in self.rows), default=5), width - fixed))
+        shown = {agent: safe(agent) for agent in self.rows}
+        agent_width = max(12, min(max(map(len, shown.values()), default=5), width - fixed))
         skipped = f", {self.skipped} skipped (not score updates)" if self.skipped else ""
         header = (
-            f"{self.topic} {self.where}: {len(self.rows)} agents, {self.received} updates"
+            f"{safe(self.topic)} {self.where}: {len(self.rows)} agents, {self.received} updates"
             f"{skipped} at {time.strftime('%H:%M:%S')}"
         )
         columns = "AGENT".ljust(agent_width) + "".join(
@@ -150,7 +160,9 @@ class ScoreTable(_Terminal):
         out = [self.paint(_fit(header, width), _BOLD), self.paint(_fit(columns, width), _DIM)]
         room = max(1, height - 4)
         ordered = sorted(self.rows.items(), key=lambda kv: (_int(kv[1].get("total_score")), kv[0]))
-        out.extend(self._row(agent, update, agent_width, width) for agent, update in ordered[:room])
+        out.extend(
+            self._row(shown[agent], update, agent_width, width) for agent, update in ordered[:room]
+        )
         more = f"{len(ordered) - room} more agents not shown; " if len(ordered) > room else ""
         out.append(self.paint(_fit(f"{more}lowest score first; Ctrl-C to stop", width), _DIM))
         return out
@@ -158,9 +170,9 @@ class ScoreTable(_Terminal):
     def _row(self, agent: str, update: dict[str, Any], agent_width: int, width: int) -> str:
         change = update.get("score_change")
         cells = (
-            str(update.get("total_score", "?")).rjust(5),
+            _field(update, "total_score").rjust(5),
             (f"{change:+d}" if isinstance(change, int) else "?").rjust(6),
-            str(update.get("tier", "?")).ljust(16),
+            _field(update, "tier").ljust(16),
             ("yes" if update.get("at_risk") else "").ljust(7),
             ("yes" if update.get("revoked") else "").ljust(7),
             _clock(update.get("window_start")).ljust(8),
@@ -208,7 +220,9 @@ class EventList(_Terminal):
         if message is None:
             shown = repr(record.value[:80]) if record.value is not None else "an empty record"
             return self.paint(
-                f"{record.topic}[{record.partition}]@{record.offset}: not JSON: {shown}", _DIM
+                f"{safe(record.topic)}[{record.partition}]@{record.offset}: not JSON: "
+                f"{safe(shown)}",
+                _DIM,
             )
         if self.stream == "revocations":
             return self.revocation(message)
@@ -218,10 +232,11 @@ class EventList(_Terminal):
         trigger = m.get("trigger")
         if isinstance(trigger, dict) and trigger.get("kind") == "signal":
             cause = (
-                f"signal {trigger.get('topic')}[{trigger.get('partition')}]@{trigger.get('offset')}"
+                f"signal {_field(trigger, 'topic', '')}[{_field(trigger, 'partition', '')}]"
+                f"@{_field(trigger, 'offset', '')}"
             )
             if trigger.get("signal_id"):
-                cause += f" id={trigger['signal_id']}"
+                cause += f" id={_field(trigger, 'signal_id')}"
         elif isinstance(trigger, dict):
             cause = (
                 f"window {_clock(trigger.get('window_start'))}-{_clock(trigger.get('window_end'))}"
@@ -229,17 +244,17 @@ class EventList(_Terminal):
         else:
             cause = "?"
         return (
-            f"{m.get('revoked_at', '?')}  {self.paint(str(m.get('agent_did', '?')), _RED, _BOLD)}  "
-            f"score {m.get('total_score', '?')} < {m.get('threshold', '?')}  trigger: {cause}  "
-            f"id={m.get('revocation_id', '?')}"
+            f"{_field(m, 'revoked_at')}  {self.paint(_field(m, 'agent_did'), _RED, _BOLD)}  "
+            f"score {_field(m, 'total_score')} < {_field(m, 'threshold')}  trigger: {cause}  "
+            f"id={_field(m, 'revocation_id')}"
         )
 
     def dead_letter(self, m: dict[str, Any]) -> str:
         key = m.get("key")
         return (
-            f"{m.get('received_at', '?')}  {m.get('topic', '?')}[{m.get('partition', '?')}]"
-            f"@{m.get('offset', '?')}  {self.paint(str(m.get('error_kind', '?')), _YELLOW)}: "
-            f"{m.get('error', '')}" + (f"  key={key!r}" if key is not None else "")
+            f"{_field(m, 'received_at')}  {_field(m, 'topic')}[{_field(m, 'partition')}]"
+            f"@{_field(m, 'offset')}  {self.paint(_field(m, 'error_kind'), _YELLOW)}: "
+            f"{_field(m, 'error', '')}" + (f"  key={safe(repr(key))}" if key is not None else "")
         )
 
     def tick(self) -> None:

@@ -23,6 +23,7 @@ from typing import BinaryIO, Protocol
 import orjson
 
 from streams.console import load_settings, quiet_client_logs, require_topics, run_async
+from streams.console.safe_text import safe_bytes
 from streams.console.views import EventList, OutputClosed, Received, ScoreTable
 from streams.kafka.topics import TopicNames
 from streams.settings import Settings
@@ -53,10 +54,13 @@ class Sink(Protocol):
 
 
 class JsonLines:
-    """Each message on a line of its own, exactly as received (``null`` for an empty record)."""
+    """Each message on a line of its own, exactly as received (``null`` for an empty record);
+    on a terminal, made safe to print first (a record is any bytes a producer sent, escape
+    sequences included)."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, terminal: bool = False) -> None:
         self.out = out
+        self.terminal = terminal
 
     def started(self, topic: str, partitions: int, from_beginning: bool) -> None:
         pass
@@ -64,7 +68,10 @@ class JsonLines:
     def add(self, records: Sequence[Received]) -> None:
         try:
             for record in records:
-                self.out.write(_one_line(record.value) + b"\n")
+                line = _one_line(record.value)
+                if self.terminal:
+                    line = safe_bytes(line).encode()
+                self.out.write(line + b"\n")
             self.out.flush()
         except BrokenPipeError as exc:
             raise OutputClosed from exc
@@ -205,7 +212,7 @@ def command(args: argparse.Namespace) -> int:
     )
     sink: Sink
     if args.json or not sys.stdout.isatty():
-        sink = JsonLines(sys.stdout.buffer)
+        sink = JsonLines(sys.stdout.buffer, terminal=sys.stdout.isatty())
     elif options.stream == "scores":
         sink = ScoreTable(sys.stdout)
     else:

@@ -208,6 +208,14 @@ class StateStore:
             or self.changelog.pending(partition, key)[0]
         )
 
+    def held_keys(self, partition: int) -> set[bytes]:
+        """Every key :meth:`is_held` is true of (reserved keys included): RocksDB may not have
+        them yet, so a reader going through the database in key order needs them too."""
+        keys = set(self._staged.get(partition, ()))
+        keys.update(self._persisting.get(partition, ()))
+        keys.update(key for key, _ in self.changelog.pending_items(partition))
+        return keys
+
     async def delete_agents(self, partition: int, keys: Sequence[bytes]) -> None:
         """Tombstone agents (none of them held) on the changelog, in order with every state sent
         before; deleted locally once the changelog has the tombstones."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streams.messages import DID_PATTERN
 from streams.processing.config_topic import ConfigUpdate
 from streams.scoring.model import Dimension, Tier
+from streams.web.pages import DEFAULT_PAGE, MAX_PAGE
 
 
 class _Strict(BaseModel):
@@ -62,9 +63,22 @@ class Explanation(AgentSummary):
     revocation: RevocationSummary | None
 
 
-class AtRisk(_Strict):
-    agents: list[AgentSummary]
+class _Page(_Strict):
     count: Annotated[int, Field(ge=0)]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null: this was the last page"
+    )
+    partial: bool = Field(description="Some workers or partitions are missing from this page")
+    missing_workers: list[str] = Field(
+        description="Advertised URLs of the workers that did not answer in time"
+    )
+    missing_partitions: list[int] = Field(
+        description="Partitions no answering worker served (moving, restoring, or not answering)"
+    )
+
+
+class AtRisk(_Page):
+    agents: list[AgentSummary] = Field(description="In DID order")
 
 
 class HealthEntry(_Strict):
@@ -76,12 +90,16 @@ class HealthEntry(_Strict):
     revoked: bool
 
 
-class HealthReport(_Strict):
+class HealthReport(_Page):
     period_days: int
-    total_agents: int
-    revoked_agents: int
-    at_risk_agents: int
-    agents: dict[str, HealthEntry]
+    total_agents: int | None = None
+    revoked_agents: int | None = None
+    at_risk_agents: int | None = None
+    counted_at: str | None = Field(
+        description="When the oldest of the counts was taken (each worker counts at most once a "
+        "minute); null: some worker has not finished counting, and the totals leave it out"
+    )
+    agents: dict[str, HealthEntry] = Field(description="This page's agents, in DID order")
 
 
 class FloorView(_Strict):
@@ -133,6 +151,49 @@ _AUTH_ERRORS = {
     "401": _json(ErrorBody, "no bearer token"),
     "403": _json(ErrorBody, "wrong bearer token, or changes disabled"),
 }
+_READ_ERRORS = {
+    "401": _json(ErrorBody, "TRUST_API_READ_TOKEN is set and no valid read or admin token came"),
+}
+_FORWARD_ERRORS = {
+    "502": _json(ErrorBody, "the worker that owns the agent cannot be reached"),
+    "503": _json(ErrorBody, "the agent's partition is moving or being restored: try again"),
+    "504": _json(ErrorBody, "the worker that owns the agent did not answer in time"),
+}
+#: Reads: the read token, or the admin token (either one). Open when no read token is set.
+_READS: list[dict[str, list[str]]] = [{"readToken": []}, {"adminToken": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+_PAGE = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "next_cursor of the previous page",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _read(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "security": _READS,
+        "responses": {**responses, **_READ_ERRORS},
+        **extra,
+    }
+
+
+def _open(summary: str, description: str, content_type: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "security": [],  # probes and scrapers need no token; no agent appears here
+        "responses": {"200": {"description": description, "content": {content_type: {}}}},
+    }
 
 
 def document() -> dict[str, Any]:
@@ -142,60 +203,69 @@ def document() -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     agent = {"parameters": [_DID]}
+    days = {
+        "name": "days",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 7},
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "trust-streams operators' API", "version": "1"},
+        "info": {
+            "title": "trust-streams operators' API",
+            "version": "1",
+            "description": "Reads need the read token (TRUST_API_READ_TOKEN) or the admin token "
+            "when a read token is set, and are open otherwise; changes always need the admin "
+            "token (TRUST_ADMIN_TOKEN). /healthz, /readyz, /metrics and this document are open.",
+        },
+        "security": _READS,
         "paths": {
             "/agents/{did}/score": {
-                "get": {
-                    **agent,
-                    "summary": "An agent's current score",
-                    "responses": {
+                "get": _read(
+                    "An agent's current score",
+                    {
                         "200": _json(AgentSummary, "the agent's score"),
                         "404": _json(ErrorBody, "unknown agent"),
                         **_ERRORS,
+                        **_FORWARD_ERRORS,
                     },
-                }
+                    **agent,
+                )
             },
             "/agents/{did}/explanation": {
-                "get": {
-                    **agent,
-                    "summary": "Why the agent has the score it has",
-                    "responses": {
+                "get": _read(
+                    "Why the agent has the score it has",
+                    {
                         "200": _json(Explanation, "per-dimension breakdown, signals, history"),
                         "404": _json(ErrorBody, "unknown agent"),
                         **_ERRORS,
+                        **_FORWARD_ERRORS,
                     },
-                }
+                    **agent,
+                )
             },
             "/agents/at-risk": {
-                "get": {
-                    "summary": "Agents below the warning threshold and not revoked",
-                    "responses": {"200": _json(AtRisk, "agents at risk, lowest score first")},
-                }
+                "get": _read(
+                    "Agents below the warning threshold and not revoked, a page at a time",
+                    {"200": _json(AtRisk, "a page of agents at risk, in DID order"), **_ERRORS},
+                    parameters=_PAGE,
+                )
             },
             "/health-report": {
-                "get": {
-                    "summary": "Longitudinal health of the fleet over the last N days",
-                    "parameters": [
-                        {
-                            "name": "days",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 3650},
-                        }
-                    ],
-                    "responses": {"200": _json(HealthReport, "the report"), **_ERRORS},
-                }
+                "get": _read(
+                    "Longitudinal health of the fleet over the last N days, a page at a time",
+                    {"200": _json(HealthReport, "fleet counts and a page of agents"), **_ERRORS},
+                    parameters=[days, *_PAGE],
+                )
             },
             "/config": {
-                "get": {
-                    "summary": "The scoring configuration in force",
-                    "responses": {"200": _json(ConfigView, "the configuration")},
-                },
+                "get": _read(
+                    "The scoring configuration in force",
+                    {"200": _json(ConfigView, "the configuration")},
+                ),
                 "put": {
                     "summary": "Replace the scoring configuration (validated first)",
-                    "security": [{"bearer": []}],
+                    "security": _ADMIN,
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref(ConfigUpdate)}},
@@ -211,7 +281,7 @@ def document() -> dict[str, Any]:
                 "post": {
                     **agent,
                     "summary": "Lift an agent's revocation (audited on the revocation topic)",
-                    "security": [{"bearer": []}],
+                    "security": _ADMIN,
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref(ReinstateRequest)}},
@@ -224,9 +294,47 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/healthz": {"get": _open("Alive", "the event loop answers", "application/json")},
+            "/readyz": {
+                "get": {
+                    **_open(
+                        "Ready: partitions restored, configuration read (503 until then)",
+                        "ready",
+                        "application/json",
+                    ),
+                    "responses": {
+                        "200": {"description": "ready", "content": {"application/json": {}}},
+                        "503": {
+                            "description": "not ready: what it waits for",
+                            "content": {"application/json": {}},
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": _open(
+                    "Prometheus metrics (labels: dimension, topic, partition, kind; no agent)",
+                    "metrics in the text format",
+                    "text/plain",
+                )
+            },
+            "/openapi.json": {
+                "get": _open("This document", "the OpenAPI document", "application/json")
+            },
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "readToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "TRUST_API_READ_TOKEN: reads only",
+                },
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "TRUST_ADMIN_TOKEN: changes, and reads",
+                },
+            },
         },
     }
