@@ -3,14 +3,16 @@
     python -m tests.benchmarks [SCENARIO ...] [--quick] [--only throughput,latency,...]
         [--out-dir DIR]
 
-With no scenario named, every scenario but the long ones (the half-hour soak and the fresh-DID
-flood) runs; those run only when named: ``python -m tests.benchmarks soak flood``. Scenarios run
-in a fixed order, throughput first: latency and the soak read the load they apply from
-throughput's result. Each runs as its own process, so one that crashes (or hangs the event loop,
-or leaks a worker) cannot take the others down; the run goes on, and exits non-zero at the end
-naming the ones that failed. A scenario whose module does not exist yet is skipped and said so.
-The report is rebuilt from whatever results the directory holds, including ones from earlier runs
-of scenarios that failed or were not selected this time; each section says when it finished.
+With no scenario named, every scenario but those of ``ON_REQUEST`` runs: the long ones (the
+half-hour soak and the fresh-DID flood), and ``security`` (throughput over SASL_SSL beside
+plaintext, on the secured local broker as well as the plain one); those run only when named:
+``python -m tests.benchmarks security soak flood``. Scenarios run in a fixed order, throughput
+first: latency and the soak read the load they apply from throughput's result. Each runs as its
+own process, so one that crashes (or hangs the event loop, or leaks a worker) cannot take the
+others down; the run goes on, and exits non-zero at the end naming the ones that failed. A
+scenario whose module does not exist yet is skipped and said so. The report is rebuilt from
+whatever results the directory holds, including ones from earlier runs of scenarios that failed
+or were not selected this time; each section says when it finished.
 """
 
 from __future__ import annotations

@@ -48,15 +48,17 @@ from tests.benchmarks import analysis
 from tests.benchmarks.results import RESULTS_DIR, Target
 
 #: The scenarios the benchmark suite runs, in the order the page presents them.
-ORDER = ("throughput", "latency", "state", "scaleout", "profile", "soak", "flood")
-#: Scenarios that take long (a half-hour soak): run only when named, never by default.
-ON_REQUEST = ("soak", "flood")
+ORDER = ("throughput", "latency", "state", "scaleout", "profile", "security", "soak", "flood")
+#: Scenarios run only when named, never by default: the long ones (a half-hour soak), and the
+#: SASL_SSL comparison, which needs a second broker (the secured one).
+ON_REQUEST = ("security", "soak", "flood")
 NAMES = {
     "throughput": "Throughput",
     "latency": "Latency",
     "state": "State",
     "scaleout": "Scale-out",
     "profile": "Profile",
+    "security": "Security",
     "soak": "Soak",
     "flood": "Fresh-DID flood",
 }
@@ -658,7 +660,9 @@ def render(collection: Collection, plots: dict[str, list[Plot]], page: Path, res
         "rebuilds this page from the existing results without running anything.",
         "",
         "The soak (half an hour of steady load over 100,000 agents, with the idle-agent "
-        "TTL on) and the fresh-DID flood take long, so `make bench` leaves them out: "
+        "TTL on) and the fresh-DID flood take long, and the security scenario (throughput over "
+        "SASL_SSL beside plaintext) needs the secured local broker "
+        "(`deploy/local/kafka start --secure`, started for it), so `make bench` leaves them out: "
         f"`python -m tests.benchmarks {' '.join(ON_REQUEST)}` runs them and rebuilds this page.",
         "",
         *_machines(collection, order),

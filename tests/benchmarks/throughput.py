@@ -11,6 +11,10 @@ measures, on the same records:
 Every agent gets its share of the signals (ceil(N / A) at most), in random order. Prints the
 figures and writes ``throughput.json``. Needs a broker: KAFKA_BOOTSTRAP_SERVERS, or the local one
 (started when not running).
+
+The functions take the broker's security as ``TRUST_KAFKA_*`` variables (a principal's env file,
+as ``deploy/local/kafka start --secure`` writes them; none: plaintext), so that the security
+scenario measures the same things over SASL_SSL.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -39,7 +44,7 @@ from streams.scoring.windows import WindowPolicy
 from streams.settings import Settings
 from tests.benchmarks.results import RESULTS_DIR, Result, Series, Target
 from tests.support.broker import provide_broker
-from tests.support.kafka_io import produce
+from tests.support.kafka_io import producer
 from tests.support.signals import signal_value
 from tests.support.worker import WorkerProcess, worker_env
 
@@ -47,6 +52,29 @@ WINDOW = WindowPolicy(size_ms=30_000, grace_ms=5_000)
 TARGET_SIGNALS_PER_S = 35_000
 
 Signals = list[tuple[str, int, float]]
+#: ``TRUST_KAFKA_*`` variables of one principal (empty: plaintext, no principal).
+Security = Mapping[str, str]
+PLAINTEXT: Security = {}
+#: The bootstrap address is the run's own; every other TRUST_KAFKA_ variable says how to connect.
+_ADDRESS = "TRUST_KAFKA_BOOTSTRAP_SERVERS"
+
+
+def security_env(security: Security) -> dict[str, str]:
+    """The security variables alone (a principal's file also names the brokers)."""
+    return {k: v for k, v in security.items() if k.startswith("TRUST_KAFKA_") and k != _ADDRESS}
+
+
+def settings_for(bootstrap: str, security: Security = PLAINTEXT, **values: Any) -> Settings:
+    """Settings connecting to ``bootstrap`` with ``security``, as the worker would read them."""
+    keywords = {k.removeprefix("TRUST_").lower(): v for k, v in security_env(security).items()}
+    return Settings(kafka_bootstrap_servers=bootstrap, **keywords, **values)
+
+
+def client_security(bootstrap: str, security: Security = PLAINTEXT) -> dict[str, Any]:
+    """aiokafka options for ``security`` (none for plaintext), built as the service builds them."""
+    if not security_env(security):
+        return {}
+    return settings_for(bootstrap, security).kafka_security.aiokafka_options()
 
 
 def make_signals(agents: int, count: int, seed: int = 1) -> Signals:
@@ -86,13 +114,16 @@ def pure_rate(signals: Signals) -> tuple[float, dict[str, int]]:
     return len(signals) / elapsed, {did: s.score for did, s in states.items()}
 
 
-async def raw_consume_rate(bootstrap: str, topics: list[str], expected: int) -> float:
+async def raw_consume_rate(
+    bootstrap: str, topics: list[str], expected: int, *, security: Security = PLAINTEXT
+) -> float:
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **client_security(bootstrap, security),
     )
     await consumer.start()
     try:
@@ -130,15 +161,18 @@ def worker_rate(
     expected: int,
     workdir: Path,
     while_running: Callable[[int], subprocess.Popen[bytes]] | None = None,
+    *,
+    security: Security = PLAINTEXT,
 ) -> WorkerRun:
     """Start a worker on a backlog of ``expected`` signals and time it from first to last.
 
     ``while_running`` is started with the worker's pid once it applies its first signal (a
-    profiler, say) and waited for after the run.
+    profiler, say) and waited for after the run. The worker connects with ``security``.
     """
     env = worker_env(
         bootstrap, prefix, workdir / "state", partitions=6, window_seconds="30", grace_seconds="5"
     )
+    env.update(security_env(security))
     worker = WorkerProcess(env=env, log_path=workdir / "worker.log").start()
     port = env["TRUST_WEB_PORT"]
     companion = None
@@ -176,17 +210,36 @@ def worker_rate(
             companion.wait(timeout=120)
 
 
-async def prepare_backlog(bootstrap: str, signals: Signals) -> tuple[str, list[str]]:
-    """Fresh topics holding ``signals``: (topic prefix, signal topics)."""
+async def prepare_backlog(
+    bootstrap: str, signals: Signals, *, security: Security = PLAINTEXT
+) -> tuple[str, list[str]]:
+    """Fresh topics holding ``signals``: (topic prefix, signal topics).
+
+    Created and written with ``security``: a principal allowed to create topics (admin).
+    """
     prefix = f"bench-{time.time_ns()}."
-    settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=6)
-    await ensure_topics(settings)
+    await ensure_topics(settings_for(bootstrap, security, topic_prefix=prefix, partitions=6))
     topics = [f"{prefix}signals.{d.value}" for d in DIMENSIONS]
-    await produce(
+    await _produce(
         bootstrap,
         ((topics[d], did.encode(), signal_value(did, v)) for did, d, v in signals),
+        client_security(bootstrap, security),
     )
     return prefix, topics
+
+
+async def _produce(
+    bootstrap: str, records: Iterable[tuple[str, bytes, bytes]], options: dict[str, Any]
+) -> None:
+    """Send every record and wait for its acknowledgement, in batches (as tests.support does)."""
+    async with producer(bootstrap, max_request_size=4 * 1024 * 1024, **options) as p:
+        pending = []
+        for topic, key, value in records:
+            pending.append(await p.send(topic, value=value, key=key))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
 
 
 def measure(bootstrap: str, result: Result, signals_count: int, agents: int) -> None:
@@ -234,7 +287,7 @@ def measure(bootstrap: str, result: Result, signals_count: int, agents: int) -> 
     result.series[f"signals applied over time, {agents:,} agents"] = Series(
         "seconds since the first applied signal",
         "signals applied",
-        _thin(run.progress, 200),
+        thin(run.progress, 200),
     )
 
 
@@ -247,7 +300,8 @@ def agent_count_tag(agents: int) -> str:
     return str(agents)
 
 
-def _thin(points: list[tuple[float, float]], at_most: int) -> list[tuple[float | str, float]]:
+def thin(points: list[tuple[float, float]], at_most: int) -> list[tuple[float | str, float]]:
+    """At most about ``at_most`` of the points, evenly spaced, always with the last."""
     step = max(1, len(points) // at_most)
     kept = points[::step]
     if points and kept[-1] != points[-1]:

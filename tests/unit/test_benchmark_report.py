@@ -104,6 +104,7 @@ def test_sections_follow_the_suite_order_with_figures_notes_and_plots(
         "## State",
         "## Scale-out",
         "## Profile: Where the worker's time goes",
+        "## Security",
         "## Soak",
         "## Fresh-DID flood",
     ]
@@ -184,6 +185,7 @@ def test_no_results_at_all_still_makes_a_page(tmp_path: Path) -> None:
         "State",
         "Scale-out",
         "Profile",
+        "Security",
         "Soak",
         "Fresh-DID flood",
     ]
@@ -536,6 +538,6 @@ def test_long_scenarios_not_run_say_how_to_run_them(built: tuple[Path, Path, str
     _, _, text = built
     assert "Not run: there is no `soak.json` in `benchmarks/`. It runs only when named: " in text
     assert "`python -m tests.benchmarks soak`" in text
-    assert "`python -m tests.benchmarks soak flood` runs them" in text
+    assert "`python -m tests.benchmarks security soak flood` runs them" in text
     # Absent from the memory reading too: nothing is said about runs that did not happen.
     assert "Memory over time:" not in text
