@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.broker import BrokerUnavailable, provide_broker
 from tests.support.kafka_io import unique_name
+from tests.support.secure_broker import SecureBroker, provide_secure_broker
 from tests.support.worker import WorkerProcess, worker_env
 
 
@@ -46,3 +47,14 @@ def spawn_worker(
     yield spawn
     for worker in started:
         worker.ensure_stopped()
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureBroker]:
+    """The secured local broker (SASL_SSL, ACLs) for the session, started once for every test
+    that needs it. Unavailable is a failure, never a skip."""
+    try:
+        with provide_secure_broker() as broker:
+            yield broker
+    except BrokerUnavailable as exc:
+        pytest.fail(f"no secured Kafka broker for the tests: {exc}", pytrace=False)

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.kafka.topics import TopicNames
-from tests.support.broker import REPO_ROOT, BrokerUnavailable
-from tests.support.secure_broker import SecureBroker, acls_module, provide_secure_broker
+from tests.support.broker import REPO_ROOT
+from tests.support.secure_broker import SecureBroker, acls_module
 
 QUICK_SIGNALS = 50_000
 PARTITIONS = 6  # the throughput scenario's topics
@@ -41,16 +40,6 @@ async def signals_held(options: dict[str, Any], prefix: str) -> int:
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
-
-
-@pytest.fixture(scope="module")
-def secure_broker() -> Iterator[SecureBroker]:
-    """The secured broker, for reading back what the run left. Unavailable is a failure."""
-    try:
-        with provide_secure_broker() as broker:
-            yield broker
-    except BrokerUnavailable as exc:
-        pytest.fail(f"no secured Kafka broker for the test: {exc}", pytrace=False)
 
 
 async def test_security_benchmark_measures_both_protocols(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +25,16 @@ from aiokafka.errors import (
 )
 
 from streams.kafka.topics import TopicNames
-from tests.support.broker import BrokerUnavailable
 from tests.support.secure_broker import (
     ACLS_SCRIPT,
     SecureBroker,
     acls_module,
-    provide_secure_broker,
 )
 from tests.support.signals import signal_value
 from tests.support.worker import WorkerProcess, worker_env
 
 READY_PROBE = ACLS_SCRIPT.parent / "local" / "kafka_ready.py"
 TIMEOUT = 20.0
-
-
-@pytest.fixture(scope="session")
-def secure_broker() -> Iterator[SecureBroker]:
-    """The secured broker for the session. Unavailable is a failure, never a skip."""
-    try:
-        with provide_secure_broker() as broker:
-            yield broker
-    except BrokerUnavailable as exc:
-        pytest.fail(f"no secured Kafka broker for the tests: {exc}", pytrace=False)
 
 
 @pytest.fixture

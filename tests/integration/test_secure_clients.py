@@ -34,13 +34,11 @@ from streams.kafka.topics import TopicNames
 from streams.sdk import SignalPublisher
 from streams.settings import Settings
 from tests.oracle import DIMENSIONS, OracleAgent
-from tests.support.broker import BrokerUnavailable
 from tests.support.cli import run_cli
 from tests.support.kafka_io import unique_name
 from tests.support.secure_broker import (
     SecureBroker,
     acls_module,
-    provide_secure_broker,
 )
 from tests.support.signals import dedupe_updates, latest_update_per_agent, lifetime_signals
 from tests.support.tls_files import make_ca
@@ -50,16 +48,6 @@ PARTITIONS = 3
 WINDOW_S, GRACE_S = 2, 1
 #: Connecting with an untrusted certificate fails at the handshake: far sooner than this.
 REFUSAL_BOUND_S = 30.0
-
-
-@pytest.fixture(scope="session")
-def secure_broker() -> Iterator[SecureBroker]:
-    """The secured broker for the session. Unavailable is a failure, never a skip."""
-    try:
-        with provide_secure_broker() as broker:
-            yield broker
-    except BrokerUnavailable as exc:
-        pytest.fail(f"no secured Kafka broker for the tests: {exc}", pytrace=False)
 
 
 @dataclass(frozen=True)
