@@ -198,7 +198,7 @@ class Settings(KafkaSecuritySettings):
         default=20_000, ge=0, description="Decoded agent states kept in memory between batches."
     )
     state_held_max_agents: int = Field(
-        default=50_000,
+        default=100_000,
         ge=0,
         description="Changed agent states held in memory before they are written, beyond which "
         "signals wait for a write to finish (0: no limit): memory stays bounded when the load "

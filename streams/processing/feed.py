@@ -39,6 +39,8 @@ ProcessRecords = Callable[[Sequence[Any]], Awaitable[None]]
 MakeDurable = Callable[[], Awaitable[None]]
 Positions = Callable[[int], list[int]]
 HeldStates = Callable[[], int]
+#: How often a throttled feed looks again at how many changed states are held.
+THROTTLE_POLL_S = 0.005
 
 
 class SignalFeed:
@@ -185,8 +187,12 @@ class SignalFeed:
                 self._last_durable = time.monotonic()
                 self._durable_task = asyncio.ensure_future(self._make_durable())
             if over and self._durable_task is not None:
+                # Wait only until the write has taken enough of them (it takes them a slice at a
+                # time), not for all of it: reading and writing still overlap.
                 self.throttled += 1
-                await asyncio.wait({self._durable_task})
+                task = self._durable_task
+                while not task.done() and self._held_states() >= self._max_held_states:
+                    await asyncio.sleep(THROTTLE_POLL_S)
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet processed per fed topic-partition (as of the last fetch)."""
