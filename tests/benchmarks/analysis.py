@@ -84,23 +84,10 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "soak_rss_growth": (
         "Memory kept growing, from {soak_rss_middle_mib} in the middle third to "
-        "{soak_rss_last_mib} in the last, with {soak_agents_expired} expired by the TTL. What "
-        "was found: the closing of windows had been falling behind (each closing turn took 5 ms "
-        "between signal batches taking tens of milliseconds, and waited for two confirmations), so "
-        "open windows piled up in the states; closing now takes turns as long as the signal "
-        "batches' and an agent is "
-        "queued once however many windows it owes (the closing backlog, "
-        "trust_windows_close_pending, now peaks at {soak_close_pending_max} and drains). RocksDB "
-        "memory is one budget for all partitions (it was a 32 MiB cache and two memtables per "
-        "partition), and decoded states are cached within a byte budget. What remains: the "
-        "agents' states fill with history over the run (a state is 1 KiB decoded when new and "
-        "30 KiB with a full history; the resident agents here gain a value per dimension every "
-        "few windows), and the worker uses {soak_worker_cpu_share} at this load (one is all its "
-        "Python thread can use), "
-        "most of it closing windows: every active agent is decoded, recalculated, encoded and "
-        "published once per window. Closing cheaper (a small hot record per agent holding its "
-        "window tallies and dimension scores, apart from the history; or states kept decoded in "
-        "a compact form) is what would give the soak headroom and let memory level off."
+        "{soak_rss_last_mib} in the last, with {soak_agents_expired} expired by the TTL. The "
+        "resident agents start with full states, so this is not states filling up; compare the "
+        "RSS series with the closing backlog (peak {soak_close_pending_max}), the worker's CPU "
+        "({soak_worker_cpu_share}) and the moments the TTL expires a cohort."
     ),
 }
 
@@ -108,7 +95,8 @@ EXPLANATIONS: dict[str, str] = {
 MEMORY_LINES = {
     "soak": (
         "- Soak ({soak_minutes} min at {soak_rate_signals_per_s}, idle-agent TTL "
-        "{soak_ttl_minutes} min): mean RSS {soak_rss_middle_mib} in the middle third of the "
+        "{soak_ttl_minutes} min): mean RSS {soak_rss_middle_mib} in the middle "
+        "third of the "
         "run and {soak_rss_last_mib} in the last ({soak_rss_growth} of the middle third's); "
         "the consumer lag peaked at {soak_lag_max}; revocation latency p99 over the run "
         "{soak_revocation_p99_ms}; agents expired by the TTL: {soak_agents_expired}."

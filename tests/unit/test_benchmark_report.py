@@ -105,6 +105,7 @@ def test_sections_follow_the_suite_order_with_figures_notes_and_plots(
         "## Scale-out",
         "## Profile: Where the worker's time goes",
         "## Security",
+        "## API load",
         "## Soak",
         "## Fresh-DID flood",
     ]
@@ -186,6 +187,7 @@ def test_no_results_at_all_still_makes_a_page(tmp_path: Path) -> None:
         "Scale-out",
         "Profile",
         "Security",
+        "API load",
         "Soak",
         "Fresh-DID flood",
     ]
@@ -529,8 +531,8 @@ def test_a_soak_that_grows_is_explained_with_its_own_figures(tmp_path: Path) -> 
     explanation = next(line for line in text.splitlines() if line.startswith(f"- **{flat}**"))
     assert "from 500 MiB in the middle third to 600 MiB in the last" in explanation
     assert "with 41,000 agents expired by the TTL" in explanation
-    assert "peaks at 290 agents" in explanation
-    assert "the worker uses 0.500 cores" in explanation
+    assert "closing backlog (peak 290 agents)" in explanation
+    assert "the worker's CPU (0.500 cores)" in explanation
     assert "n/a" not in explanation
 
 
@@ -538,6 +540,6 @@ def test_long_scenarios_not_run_say_how_to_run_them(built: tuple[Path, Path, str
     _, _, text = built
     assert "Not run: there is no `soak.json` in `benchmarks/`. It runs only when named: " in text
     assert "`python -m tests.benchmarks soak`" in text
-    assert "`python -m tests.benchmarks security soak flood` runs them" in text
+    assert "`python -m tests.benchmarks security apiload soak flood` runs them" in text
     # Absent from the memory reading too: nothing is said about runs that did not happen.
     assert "Memory over time:" not in text
