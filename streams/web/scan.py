@@ -50,6 +50,14 @@ from streams.state.store import StateStore
 FIRST_AGENT_KEY = b"\x01"
 #: How long one slice may read before the loop is given back.
 SLICE_SECONDS = 0.001
+#: Share of the worker's time the fleet-wide views may take while they are read without a pause:
+#: after each slice the loop is left to scoring for the time of (1 - share) / share slices.
+#: Measured (the apiload benchmark: a million stored agents read in a loop at 10% load, on two
+#: cores shared with the broker and the reading client), revocation p99 while reading against
+#: without: 2.20x with no pause, 1.61x at a share of 0.2 (page p99 39 ms), 1.34x at 0.1 (page p99
+#: 1.3 s); the p99 without reading varied from 133 to 179 ms between runs.
+VIEWS_SHARE = 0.1
+_PAUSE_PER_SLICE = (1 - VIEWS_SHARE) / VIEWS_SHARE
 #: Keys read between two looks at the clock.
 KEYS_PER_CLOCK_CHECK = 8
 #: A census waits at least this many times its own duration before the next.
@@ -153,12 +161,12 @@ class AgentScan:
         owned: Callable[[], frozenset[int]],
         *,
         slice_seconds: float = SLICE_SECONDS,
-        pause: Callable[[], Any] = lambda: asyncio.sleep(0),
+        pause: Callable[[], Any] | None = None,
     ) -> None:
         self.store = store
         self.owned = owned
         self.slice_seconds = slice_seconds
-        self._pause = pause
+        self._pause = pause or (lambda: asyncio.sleep(slice_seconds * _PAUSE_PER_SLICE))
         # One slice at a time across every scan under way: however many requests read at once,
         # scoring waits for one slice at most between two of its turns.
         self._turn = asyncio.Lock()
