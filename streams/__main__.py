@@ -295,7 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return int(command(args))
     except (UserError, TrustServiceError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        from streams.console.safe_text import safe
+
+        # An error's text can quote what came from the wire (a worker's answer, a record).
+        print(f"{PROG}: error: {safe(exc, keep_newlines=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 
 import orjson
+import pytest
 
 from streams.console.explain import _render
 from streams.console.safe_text import safe, safe_bytes
@@ -120,3 +122,20 @@ def test_an_explanation_prints_sources_and_reasons_harmlessly() -> None:
     text = _render(explanation)
     assert not ACTIONABLE.search(text.replace("\n", "")), text
     assert "idsall good" in text and "score" in text
+
+
+def test_the_command_line_prints_an_error_s_text_from_the_wire_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import streams.__main__ as cli
+    from streams.console import UserError
+
+    def failing(args: object) -> int:
+        raise UserError("the worker answered: \x1b]0;owned\x07\x1b[31mrevoked\x1b[0m")
+
+    monkeypatch.setitem(cli.COMMANDS, "topics", ("tests.unit.test_safe_text", "_failing"))
+    monkeypatch.setattr(sys.modules[__name__], "_failing", failing, raising=False)
+    assert cli.main(["topics"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "the worker answered: revoked" in err
