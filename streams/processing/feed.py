@@ -191,8 +191,10 @@ class SignalFeed:
                 # time), not for all of it: reading and writing still overlap.
                 self.throttled += 1
                 task = self._durable_task
-                while not task.done() and self._held_states() >= self._max_held_states:
-                    await asyncio.sleep(THROTTLE_POLL_S)
+                while self._held_states() >= self._max_held_states:
+                    finished, _ = await asyncio.wait({task}, timeout=THROTTLE_POLL_S)
+                    if finished:
+                        break
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet processed per fed topic-partition (as of the last fetch)."""
