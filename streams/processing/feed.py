@@ -66,8 +66,8 @@ class SignalFeed:
         self._durable_interval = durable_interval
         self._held_states = held_states
         #: Changed states not yet written, beyond which no more signals are read until a write
-        #: has finished (0: no limit). Without it a worker behind its load (more signals than
-        #: it writes states for in a flush interval) holds ever more of them in memory.
+        #: has taken enough of them (0: no limit). Without it a worker behind its load (more
+        #: signals than it writes states for in a flush interval) holds ever more in memory.
         self._max_held_states = max_held_states
         self._kafka = kafka
         # Read committed records only, as every consumer (streams.kafka.clients): a producer
