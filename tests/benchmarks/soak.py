@@ -372,6 +372,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
         parser.error("--ttl-minutes must be at least three sampling intervals")
     if args.agents < 4 * math.ceil(args.minutes / args.ttl_minutes):
         parser.error("too few --agents for the cohorts")
+    if args.find_max and (args.rate is not None or args.max_rate is not None):
+        parser.error("--find-max measures the maximum: give it without --rate or --max-rate")
     rate_facts = _rate(args, parser)
     if not rate_facts["rate"] > 0 and not args.find_max:
         parser.error("the rate must be positive")
