@@ -8,8 +8,9 @@ already holding ``--agents`` full agent states (one million by default; see soak
 fleet-wide views have that many agents to read. Revocation latency is then measured as the
 latency benchmark measures it (tests/benchmarks/latency.py: a paced background of ordinary
 signals at 10 % of the worker's sustained rate, and one critical probe signal every 75 ms), twice:
-first with nothing else asking the worker anything, then while a client walks ``/health-report``
-and ``/agents/at-risk`` page after page (and starts again at the end) for the whole level.
+first with nothing else asking the worker anything, then while a client (a process of its own)
+walks ``/health-report`` and ``/agents/at-risk`` page after page (and starts again at the end)
+for the whole level.
 
 What it shows: reading the fleet never holds up scoring. The figure to judge is the ratio of the
 two p99 latencies (target: at most 1.1, i.e. no worse than without the reads, within the noise
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +97,14 @@ async def fill(bootstrap: str, topic: str, dids: list[str], kind: str) -> int:
 
 
 class Reader:
-    """Walks the fleet-wide views page after page in a thread until stopped."""
+    """Walks the fleet-wide views page after page until stopped: in a process of its own
+    (:func:`read_views_in_own_process`), since a reader parsing pages in the measuring process
+    would hold its interpreter and be measured as the worker's latency."""
 
-    def __init__(self, port: str) -> None:
+    def __init__(self, port: str, stop: Any = None) -> None:
         self.base = f"http://127.0.0.1:{port}"
-        self.stop = threading.Event()
+        #: Anything with is_set(): a multiprocessing event when the reader runs elsewhere.
+        self.stop = stop if stop is not None else threading.Event()
         self.latencies_ms: list[float] = []
         self.pages = 0
         self.agents_read = 0
@@ -132,6 +137,21 @@ class Reader:
                     cursor = None
                 if cursor is None:
                     break
+
+
+def read_views_in_own_process(port: str, stop: Any, results: Any) -> None:
+    """Run a :class:`Reader` until ``stop`` is set, then put what it counted on ``results``."""
+    reader = Reader(port, stop)
+    reader.run()
+    results.put(
+        {
+            "latencies_ms": reader.latencies_ms,
+            "pages": reader.pages,
+            "agents_read": reader.agents_read,
+            "partial": reader.partial,
+            "errors": reader.errors[:20],
+        }
+    )
 
 
 async def measure(
@@ -178,12 +198,17 @@ async def measure(
             applied = priming
             rng = random.Random(5)
             levels = []
-            reader = Reader(worker.env["TRUST_WEB_PORT"])
+            port = worker.env["TRUST_WEB_PORT"]
+            reader = Reader(port)
+            spawn = get_context("spawn")
             for phase in ("quiet", "api"):
-                thread = None
+                process = None
                 if phase == "api":
-                    thread = threading.Thread(target=reader.run, daemon=True)
-                    thread.start()
+                    stop, results = spawn.Event(), spawn.Queue()
+                    process = spawn.Process(
+                        target=read_views_in_own_process, args=(port, stop, results), daemon=True
+                    )
+                    process.start()
                 try:
                     level = await run_level(
                         bootstrap=bootstrap,
@@ -201,9 +226,12 @@ async def measure(
                         rng=rng,
                     )
                 finally:
-                    if thread is not None:
-                        reader.stop.set()
-                        await asyncio.to_thread(thread.join, 120)
+                    if process is not None:
+                        stop.set()
+                        counted = await asyncio.to_thread(results.get, True, 120)
+                        await asyncio.to_thread(process.join, 30)
+                        for name, value in counted.items():
+                            setattr(reader, name, value)
                 applied += level.background.sent + level.probes
                 levels.append(level)
         finally:
