@@ -3,12 +3,13 @@ memory budget shared by all of them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBufferManager
 
-#: What :meth:`StateStore.rocksdb_memory` reports, and the RocksDB property behind each.
+#: What :func:`memory_in_use` reports, and the RocksDB property behind each.
 ROCKSDB_MEMORY_PROPERTIES = {
     "memtables": "rocksdb.size-all-mem-tables",
     "table_readers": "rocksdb.estimate-table-readers-mem",
@@ -58,3 +59,16 @@ def open_partition_db(directory: Path, memory: RocksMemory | None = None) -> Rdi
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         options.set_block_based_table_factory(table)
     return Rdict(str(directory), options=options)
+
+
+def memory_in_use(dbs: Iterable[Rdict], shared: RocksMemory | None) -> dict[str, int]:
+    """Bytes RocksDB holds in memory, by kind, over ``dbs`` (RocksDB's own estimates: memtables,
+    index and filter blocks of open table files, block cache)."""
+    totals = dict.fromkeys(ROCKSDB_MEMORY_PROPERTIES, 0)
+    for db in dbs:
+        for kind, prop in ROCKSDB_MEMORY_PROPERTIES.items():
+            totals[kind] += db.property_int_value(prop) or 0
+    if shared is not None:
+        # One shared cache: each database reports all of it.
+        totals["block_cache"] = shared.cache.get_usage()
+    return totals

@@ -36,7 +36,7 @@ from streams.scoring.codec import decode_state, encode_state
 from streams.state.cache import StateCache
 from streams.state.changelog import PERSISTED_OFFSET_KEY, ChangelogWriter
 from streams.state.files import StateCounters, open_or_wipe, wipe
-from streams.state.localdb import ROCKSDB_MEMORY_PROPERTIES, RocksMemory, open_partition_db
+from streams.state.localdb import RocksMemory, memory_in_use, open_partition_db
 
 #: Keys that are not agents start with a NUL byte, which no DID can contain.
 RESERVED_PREFIX = b"\x00"
@@ -93,17 +93,8 @@ class StateStore:
         return db
 
     def rocksdb_memory(self) -> dict[str, int]:
-        """Bytes RocksDB holds in memory, by kind, over the open databases (RocksDB's own
-        estimates: memtables, index and filter blocks of open table files, block cache)."""
-        totals = dict.fromkeys(ROCKSDB_MEMORY_PROPERTIES, 0)
-        for db in self._dbs.values():
-            for kind, prop in ROCKSDB_MEMORY_PROPERTIES.items():
-                value = db.property_int_value(prop)
-                totals[kind] += value or 0
-        if self._rocks_memory is not None:
-            # One shared cache: each database reports all of it.
-            totals["block_cache"] = self._rocks_memory.cache.get_usage()
-        return totals
+        """Bytes RocksDB holds in memory, by kind, over the open databases."""
+        return memory_in_use(self._dbs.values(), self._rocks_memory)
 
     def discard(self, partition: int) -> None:
         """Close and delete a damaged database (the next :meth:`db` opens it empty, for a
@@ -230,16 +221,11 @@ class StateStore:
         everything after a failed batch (its half-applied changes must never be written).
         """
         self._cache.drop_partitions(partitions)
-        if partitions is None:
-            self._staged.clear()
-            self._staged_last.clear()
-            self._persisting.clear()
-            return
-        for partition in partitions:
-            self._staged.pop(partition, None)
-            self._staged_last.pop(partition, None)
-            self._persisting.pop(partition, None)
-        self.changelog.drop(partitions)
+        for held in (self._staged, self._staged_last, self._persisting):
+            for partition in list(held) if partitions is None else partitions:
+                held.pop(partition, None)
+        if partitions is not None:
+            self.changelog.drop(partitions)
 
     # -- writes --------------------------------------------------------------------------------
 
