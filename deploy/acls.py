@@ -61,21 +61,27 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without the package installed
     sys.path.insert(0, str(REPO_ROOT))
 
 from aiokafka.client import AIOKafkaClient  # noqa: E402
-from aiokafka.helpers import create_ssl_context  # noqa: E402
 from aiokafka.protocol.admin import (  # noqa: E402
     CreateAclsRequest_v1,
     DeleteAclsRequest_v1,
     DescribeAclsRequest,
 )
 from aiokafka.protocol.api import Request  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
 
+from streams.kafka.security import (  # noqa: E402
+    KafkaSecurity,
+    SaslMechanism,
+    SecurityProtocol,
+    environment_name,
+)
 from streams.kafka.topics import TopicNames  # noqa: E402
 from streams.scoring.model import DIMENSIONS  # noqa: E402
 
@@ -259,21 +265,35 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):
 
 
 def client_options(env: Mapping[str, str]) -> dict[str, Any]:
-    """aiokafka client options from ``TRUST_KAFKA_*`` values (a principal's .env file)."""
-    protocol = env.get("TRUST_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
-    options: dict[str, Any] = {
+    """aiokafka client options from ``TRUST_KAFKA_*`` values (a principal's .env file), built
+    and checked as every client of the service builds them (:class:`KafkaSecurity`)."""
+
+    def path(name: str) -> Path | None:
+        value = env.get(f"TRUST_KAFKA_{name}")
+        return Path(value) if value else None
+
+    password = env.get("TRUST_KAFKA_SASL_PASSWORD")
+    security = KafkaSecurity(
+        # Literal types only: anything else is named by problems() below.
+        security_protocol=cast(
+            SecurityProtocol, env.get("TRUST_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+        ),
+        sasl_mechanism=cast(SaslMechanism | None, env.get("TRUST_KAFKA_SASL_MECHANISM") or None),
+        sasl_username=env.get("TRUST_KAFKA_SASL_USERNAME") or None,
+        sasl_password=SecretStr(password) if password else None,
+        ssl_cafile=path("SSL_CAFILE"),
+        ssl_certfile=path("SSL_CERTFILE"),
+        ssl_keyfile=path("SSL_KEYFILE"),
+        ssl_check_hostname=env.get("TRUST_KAFKA_SSL_CHECK_HOSTNAME", "true").lower()
+        not in ("false", "0", "no"),
+        naming=environment_name,
+    )
+    if problems := security.problems():
+        raise ValueError("; ".join(problems))
+    return {
         "bootstrap_servers": env.get("TRUST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
-        "security_protocol": protocol,
+        **security.aiokafka_options(),
     }
-    if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = create_ssl_context(
-            cafile=env.get("TRUST_KAFKA_SSL_CAFILE") or None
-        )
-    if protocol.startswith("SASL_"):
-        options["sasl_mechanism"] = env.get("TRUST_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
-        options["sasl_plain_username"] = env.get("TRUST_KAFKA_SASL_USERNAME")
-        options["sasl_plain_password"] = env.get("TRUST_KAFKA_SASL_PASSWORD")
-    return options
 
 
 def read_env_file(path: Path) -> dict[str, str]:
