@@ -33,6 +33,7 @@ from streams.state.restore import restore_verified
 from streams.state.store import StateStore
 from streams.web.advertise import advertised_url
 from streams.web.api import install as install_api
+from streams.web.dashboard import install as install_dashboard
 from streams.web.observability import install as install_observability
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,9 @@ def create_app(settings: Settings) -> TrustApp:
         names=names,
         windows=settings.window_policy,
         config=config.config,
+        config_at=config.at,
         config_ready=config.ready,
+        merge_wait_ms=round(settings.signal_merge_wait_seconds * 1000),
         intake=SignalIntake(
             max_bytes=settings.max_message_bytes,
             partitions=settings.partitions,
@@ -147,6 +150,7 @@ def create_app(settings: Settings) -> TrustApp:
         durable_interval=settings.state_flush_seconds,
         held_states=store.held_agents,
         max_held_states=settings.state_held_max_agents,
+        merge=pipeline.merge,
     )
     source = app.topic(
         names.ticks,
@@ -282,5 +286,6 @@ def create_app(settings: Settings) -> TrustApp:
         takeover[0] = task
 
     install_observability(app, pipeline, config, feed, broker)
-    install_api(app, settings, table, store, config, ownership, own_url)
+    api = install_api(app, settings, table, store, config, ownership, own_url)
+    install_dashboard(app, settings, api.tokens)
     return TrustApp(app, settings, names, table, pipeline, config, feed)

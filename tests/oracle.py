@@ -153,8 +153,8 @@ class OracleAgent:
     """One agent's scoring state, as the contract describes it.
 
     ``record`` appends a signal to its dimension's last-100 buffer and recalculates at once when
-    the signal is critical (value < 0.3). ``recalculate`` is what every window close does. Times
-    (``at``) are opaque to the oracle: they only label history entries.
+    the signal is critical (value < 0.3). ``recalculate`` is what every window close does, with
+    the window's scores as of its end. Times (``at``) order the history.
     """
 
     def __init__(
@@ -200,15 +200,22 @@ class OracleAgent:
     def dimension_scores(self) -> dict[str, float]:
         return {d: dimension_score(self.signals[d]) for d in DIMENSIONS}
 
-    def recalculate(self, at: int = 0) -> int:
-        total = total_score(self.dimension_scores(), self.weights)
-        self.total_score = total
-        self.history.append((at, total))
+    def recalculate(self, at: int = 0, scores: dict[str, float] | None = None) -> int:
+        """Score the agent at time ``at``: over its signals now, or over ``scores`` (a window's
+        dimension scores as of its end). The history is kept in time order (an entry for an
+        earlier time than the last goes before it), and the agent's score is the latest's."""
+        scores = self.dimension_scores() if scores is None else scores
+        total = total_score(scores, self.weights)
+        position = len(self.history)
+        while position and self.history[position - 1][0] > at:
+            position -= 1
+        self.history.insert(position, (at, total))
         if len(self.history) > HISTORY_LENGTH:
             self.history = self.history[-HISTORY_LENGTH:]
+        self.total_score = self.history[-1][1]
         if self.revoked:
             return total
-        reason = self._revocation_reason(total)
+        reason = self._revocation_reason(total, scores)
         if reason is not None:
             self.revoked = True
             self.revocation_count += 1
@@ -217,7 +224,7 @@ class OracleAgent:
             self.accepted_total, self.accepted_scores = None, {}
         return total
 
-    def _revocation_reason(self, total: int) -> str | None:
+    def _revocation_reason(self, total: int, scores: dict[str, float]) -> str | None:
         """README: revoked "when a recalculation falls below the threshold and below the score it
         had when reinstated, or below the threshold after having recovered above it"; a floor
         likewise per dimension, against that dimension's score when reinstated."""
@@ -228,7 +235,6 @@ class OracleAgent:
             bar = min(bar, self.accepted_total)
         if total < bar:
             return f"Trust score {total} below threshold"
-        scores = self.dimension_scores()
         for d in DIMENSIONS:
             if d not in self.floors:
                 continue

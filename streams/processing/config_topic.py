@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_right
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -31,6 +32,9 @@ from streams.scoring.model import (
 )
 
 log = logging.getLogger(__name__)
+
+#: In force from before any signal: the settings' configuration (version 0).
+_EARLIEST = -(1 << 62)
 
 CONFIG_KEY = b"scoring-config"
 #: Larger records are refused unread (no legitimate configuration is near this size); the topic's
@@ -190,6 +194,11 @@ class ConfigFollower:
         self._kafka = kafka
         self._topic = topic
         self.current = default
+        #: Every configuration that came into force, with the time (epoch ms) from which it is
+        #: in force: its record's timestamp, or the previous one's when that is later (so the
+        #: times only grow). See :meth:`at`.
+        self._since: list[int] = [_EARLIEST]
+        self._versions: list[ScoringConfig] = [default]
         #: Set once every update published before this worker started has been read.
         self.ready = asyncio.Event()
         #: Records ignored because they were not a valid configuration, and why the last one was.
@@ -207,7 +216,23 @@ class ConfigFollower:
     def config(self) -> ScoringConfig:
         return self.current
 
-    def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+    def at(self, time_ms: int) -> ScoringConfig:
+        """The configuration in force at ``time_ms``: the newest one published at or before it.
+
+        What a window's score and a critical signal are judged with (at the window's end, at the
+        signal's time), so that replaying the same signals gives the same outputs whenever they
+        are processed. A change takes effect from its record's timestamp, for whatever reaches
+        the worker after the change has: a window closes at its end plus grace, so a change
+        reaches every window that ends after it, if it arrives within the grace period.
+        """
+        since = self._since
+        if time_ms >= since[-1]:
+            return self._versions[-1]
+        return self._versions[bisect_right(since, time_ms) - 1]
+
+    def apply(
+        self, key: bytes | None, value: bytes | None, offset: int, timestamp_ms: int = 0
+    ) -> None:
         """Take one record of the topic: a newer valid configuration comes into force."""
         self._next_offset = max(self._next_offset, offset + 1)
         try:
@@ -224,6 +249,8 @@ class ConfigFollower:
         if config.version <= self.current.version:
             return
         self.current = config
+        self._since.append(max(timestamp_ms, self._since[-1]))
+        self._versions.append(config)
         log.info(
             "Scoring configuration version %d in force: %s",
             config.version,
@@ -290,6 +317,6 @@ class ConfigFollower:
                     self.ready.set()
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for record in batch.get(tp, []):
-                    self.apply(record.key, record.value, record.offset)
+                    self.apply(record.key, record.value, record.offset, record.timestamp)
         finally:
             await consumer.stop()

@@ -20,11 +20,7 @@ from streams.processing.outputs import (
     revocation_message,
     score_update_message,
 )
-from streams.scoring.agent import (
-    AgentState,
-    WindowTrigger,
-    apply_reinstatement,
-)
+from streams.scoring.agent import apply_reinstatement, revoked_by_close
 from streams.state.store import PartitionStates
 
 if TYPE_CHECKING:
@@ -45,6 +41,7 @@ class ControlRecords:
         self.now_ms = handlers.now_ms
         self.tick_tolerance_ms = handlers.tick_tolerance_ms
         self.dead_letter = handlers.dead_letter
+        self._handlers = handlers
         self._last_refusal_logged: dict[tuple[str, str], float] = {}
 
     def on_tick(
@@ -76,7 +73,12 @@ class ControlRecords:
         self.counters.tick_lag_ms = now_ms - tick_ms
         schedule.take_closed_by(offset)
         clock.last_tick_offset = offset
-        clock.time_ms = max(clock.time_ms, tick_ms)
+        if self._handlers.idle(partition):
+            # Nothing left to read on any signal topic of the partition: the wall clock moves
+            # stream time on, so that windows close when no signal comes. Less the merge wait,
+            # the time a signal may take to arrive after its timestamp: stream time never passes
+            # a signal still on its way, so an idle stretch closes windows as a backlog would.
+            clock.time_ms = max(clock.time_ms, tick_ms - self._handlers.merge_wait_ms)
         windows = self.windows
         clock_ms = clock.time_ms
         # Closed by the pipeline (ScoringPipeline._close_due), in turns, once this batch is written.
@@ -149,14 +151,14 @@ class ControlRecords:
                         self.names.scores, key, score_update_message(agent_did, update), partition
                     )
                 )
-            if _revoked_by_close(state):
-                assert state.revocation is not None
+            revocation = revoked_by_close(state)
+            if revocation is not None:
                 outbox.ordered.append(
                     Outgoing(
                         self.names.revocations,
                         key,
                         revocation_message(
-                            agent_did, state.revocation, self.names.signals, self.windows.size_ms
+                            agent_did, revocation, self.names.signals, self.windows.size_ms
                         ),
                         partition,
                     )
@@ -180,15 +182,3 @@ class ControlRecords:
                 self.counters.internal_rejected[counted],
                 kind,
             )
-
-
-def _revoked_by_close(state: AgentState) -> bool:
-    """The agent's standing revocation was caused by its last window close."""
-    revocation = state.revocation
-    return (
-        revocation is not None
-        and state.revoked
-        and isinstance(revocation.trigger, WindowTrigger)
-        and bool(state.last_updates)
-        and revocation.trigger.window_start_ms == state.last_updates[-1].window_start_ms
-    )

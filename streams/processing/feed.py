@@ -31,7 +31,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.kafka import clients
-from streams.kafka.clients import Connectable
+from streams.kafka.clients import Connectable, fetch_position
+from streams.processing.merge import SignalMerge
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ Positions = Callable[[int], list[int]]
 HeldStates = Callable[[], int]
 #: How often a throttled feed looks again at how many changed states are held.
 THROTTLE_POLL_S = 0.005
+#: Longest a fetch waits for records when nothing is held for a time.
+FETCH_WAIT_MS = 200
 
 
 class SignalFeed:
@@ -57,8 +60,17 @@ class SignalFeed:
         durable_interval: float = 1.0,
         held_states: HeldStates = lambda: 0,
         max_held_states: int = 0,
+        merge: SignalMerge | None = None,
     ) -> None:
         self.topics = list(topics)
+        #: Records read and not applied yet (the pipeline's): told what is caught up, emptied
+        #: whenever reading starts again from the stored positions.
+        self._merge = merge
+        if merge is not None:
+            merge.caught_up = self.caught_up
+        #: Records one topic-partition may have waiting in the merge before its fetching pauses
+        #: (a topic far ahead of the others in time would otherwise fill memory).
+        self._queue_limit = 4 * batch_max
         self._process = process
         self._make_durable = make_durable
         self._positions_of = positions
@@ -118,6 +130,9 @@ class SignalFeed:
         consumer = self._consumer
         tps = sorted(TopicPartition(t, p) for t in self.topics for p in partitions)
         consumer.assign(tps)
+        if self._merge is not None:
+            # Everything is read again from the positions below: what was held comes back.
+            self._merge.forget()
         for partition in partitions:
             for topic, offset in zip(self.topics, self._positions_of(partition), strict=True):
                 if offset > 0:
@@ -156,7 +171,9 @@ class SignalFeed:
             await self._owned.wait()
             consumer = self._consumer
             try:
-                fetched = await consumer.getmany(timeout_ms=200, max_records=self._batch_max)
+                fetched = await consumer.getmany(
+                    timeout_ms=self._fetch_wait_ms(), max_records=self._batch_max
+                )
             except KafkaError as exc:
                 log.warning("Fetching signals failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
@@ -168,8 +185,9 @@ class SignalFeed:
                     # Fetched before a revocation completed: another worker owns these now.
                     if tp.partition in owned:
                         records.extend(batch)
-                if records:
+                if records or self._held():
                     await self._process(records)
+                    self._pause_full_queues()
             # Let the rest of the worker run: with records already buffered, neither the fetch
             # nor the processing needs to wait, and a backlog would otherwise hold the event
             # loop (ticks, HTTP, outputs) until it is drained.
@@ -195,6 +213,42 @@ class SignalFeed:
                     finished, _ = await asyncio.wait({task}, timeout=THROTTLE_POLL_S)
                     if finished:
                         break
+
+    def _held(self) -> bool:
+        return self._merge is not None and self._merge.next_release_ms is not None
+
+    def _fetch_wait_ms(self) -> int:
+        """As long as nothing held may go, and no longer."""
+        release_at = None if self._merge is None else self._merge.next_release_ms
+        if release_at is None:
+            return FETCH_WAIT_MS
+        return max(0, min(FETCH_WAIT_MS, release_at - time.time_ns() // 1_000_000))
+
+    def _pause_full_queues(self) -> None:
+        merge, consumer = self._merge, self._consumer
+        if merge is None or consumer is None:
+            return
+        paused = consumer.paused()
+        for dimension, topic in enumerate(self.topics):
+            for partition in self.partitions:
+                tp = TopicPartition(topic, partition)
+                queued = merge.queued(dimension, partition)
+                if queued > self._queue_limit and tp not in paused:
+                    consumer.pause(tp)
+                elif queued <= self._queue_limit // 2 and tp in paused:
+                    consumer.resume(tp)
+
+    def caught_up(self, dimension: int, partition: int) -> bool:
+        """Nothing more to read on that signal topic-partition, as of the last fetch."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        tp = TopicPartition(self.topics[dimension], partition)
+        end = consumer.last_stable_offset(tp)
+        if end is None or end < 0:
+            end = consumer.highwater(tp)
+        position = fetch_position(consumer, tp)
+        return end is not None and position is not None and position >= end
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet processed per fed topic-partition (as of the last fetch)."""

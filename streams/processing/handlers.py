@@ -26,6 +26,8 @@ from streams.processing.durability import Outbox
 from streams.processing.intake import Rejection, SignalIntake, dead_letter
 from streams.processing.outputs import revocation_message, score_update_message
 from streams.scoring.agent import (
+    CloseOutcome,
+    ConfigAt,
     Revocation,
     SignalTrigger,
     apply_signal,
@@ -76,11 +78,21 @@ class RecordHandlers:
         now_ms: Callable[[], int],
         tick_tolerance_ms: int,
         dead_letter_kept_bytes: int,
+        config_at: ConfigAt | None = None,
+        merge_wait_ms: int = 0,
     ) -> None:
         self.store = store
         self.names = names
         self.windows = windows
         self.config = config
+        #: The configuration in force at a time: a window's at its end, a signal's at its time.
+        self.config_at: ConfigAt = config_at or (lambda _at_ms: config())
+        #: How long a signal may take to reach the worker after its timestamp (the merge waits
+        #: as long): an idle partition's stream time stays as far behind the wall clock.
+        self.merge_wait_ms = merge_wait_ms
+        #: Whether a partition has nothing left to read on any signal topic (the signal feed's
+        #: merge installs it): only then do ticks move its stream time.
+        self.idle: Callable[[int], bool] = lambda _partition: True
         self.intake = intake
         self.counters = counters
         self.now_ms = now_ms
@@ -145,9 +157,17 @@ class RecordHandlers:
             elif message.topic == self.names.commands:
                 self.control.on_command(message, states, outbox)
             else:
+                before = clock.time_ms
                 self._on_signal(message, states, schedule, clock, outbox, now_ms, config)
+                clock_moved |= clock.time_ms != before
         states.stage_changes()
         if clock_moved:
+            # Stream time moved on: windows it passed are closed in turns (and at once for an
+            # agent that gets a signal first, see apply_signal).
+            windows, clock_ms = self.windows, clock.time_ms
+            schedule.pending.extend(
+                schedule.take_due(lambda start: windows.is_closed(start, clock_ms))
+            )
             # Written when the tick batch ends. A stored clock ahead of the closes it made due is
             # safe: those agents' windows are still open in their stored states, so a restarted
             # worker's schedule finds them due again and closes them at its next tick.
@@ -163,11 +183,10 @@ class RecordHandlers:
         now_ms: int,
         config: ScoringConfig,
     ) -> None:
-        dimension = self.dimension_of_topic[message.topic]
+        # Read, and its time taken, when it arrived (see processing.merge).
+        dimension: int = message.dimension
         record_ms: int = message.timestamp
-        signal = self.intake.read(
-            dimension, message.partition, message.key, message.value, record_ms, now_ms
-        )
+        signal = message.signal
         if isinstance(signal, Rejection):
             self.dead_letter(message, signal, outbox)
             return
@@ -178,13 +197,22 @@ class RecordHandlers:
             state,
             SignalTrigger(dimension, message.partition, message.offset, signal.signal_id),
             signal.value,
-            signal.timestamp_ms,
+            message.event_ms,
             now_ms,
             clock.time_ms,
             self.windows,
             config,
             signal.source,
+            config_at=self.config_at,
         )
+        # Stream time: the latest signal time applied (a redelivery moves it as its first
+        # delivery did, from the clock stored with the positions it is replayed from).
+        if message.event_ms > clock.time_ms:
+            clock.time_ms = message.event_ms
+        if outcome.closed is not None:
+            if not outcome.applied:
+                self.counters.updates_republished += len(outcome.closed.updates)
+            self._queue_closes(signal.agent_did, key, outcome.closed, message.partition, outbox)
         if outcome.applied:
             self.counters.signals_applied[dimension] += 1
             if self.observe_latency is not None:
@@ -250,18 +278,29 @@ class RecordHandlers:
             return
         agent_did = key.decode()
         outcome = close_windows(
-            agent_did, state, clock.time_ms, clock.last_tick_offset, self.windows, config
+            agent_did,
+            state,
+            clock.time_ms,
+            clock.last_tick_offset,
+            self.windows,
+            config,
+            config_at=self.config_at,
         )
         if not outcome.updates:
             return
         states.mark_dirty(key)
-        self.counters.windows_closed += len(outcome.updates)
-        for update in outcome.updates:
+        self._queue_closes(agent_did, key, outcome, partition, outbox)
+
+    def _queue_closes(
+        self, agent_did: str, key: bytes, closed: CloseOutcome, partition: int, outbox: Outbox
+    ) -> None:
+        self.counters.windows_closed += len(closed.updates)
+        for update in closed.updates:
             outbox.ordered.append(
                 Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
             )
-        if outcome.revocation is not None:
-            self._queue_revocation(agent_did, key, outcome.revocation, partition, outbox)
+        if closed.revocation is not None:
+            self._queue_revocation(agent_did, key, closed.revocation, partition, outbox)
 
     def _queue_revocation(
         self, agent_did: str, key: bytes, revocation: Revocation, partition: int, outbox: Outbox

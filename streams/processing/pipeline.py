@@ -29,7 +29,9 @@ from streams.processing.durability import PipelineFailed as PipelineFailed
 from streams.processing.gaps import OffsetGuard, Rewind
 from streams.processing.handlers import PipelineCounters, RecordHandlers
 from streams.processing.intake import DEFAULT_KEPT_BYTES, SignalIntake
+from streams.processing.merge import SignalMerge, arrivals
 from streams.processing.ownership import Ownership
+from streams.scoring.agent import ConfigAt
 from streams.scoring.model import ScoringConfig
 from streams.scoring.windows import WindowPolicy
 from streams.state.store import SIGNAL_POSITIONS_KEY, PartitionStates, StateStore
@@ -84,6 +86,9 @@ class ScoringPipeline:
         now_ms: Callable[[], int] = wall_clock_ms,
         close_slice_seconds: float = 0.005,
         ownership: Ownership | None = None,
+        config_at: ConfigAt | None = None,
+        merge_wait_ms: int = 0,
+        merge_fetch_wait_ms: int = 2_000,
     ) -> None:
         self.app = app
         self.store = store
@@ -102,7 +107,16 @@ class ScoringPipeline:
             now_ms=now_ms,
             tick_tolerance_ms=tick_tolerance_ms,
             dead_letter_kept_bytes=dead_letter_kept_bytes,
+            config_at=config_at,
+            merge_wait_ms=merge_wait_ms,
         )
+        self.now_ms = now_ms
+        self.windows = windows
+        #: Signals read and not applied yet, released in event-time order (see its module).
+        self.merge = SignalMerge(
+            len(names.signals), wait_ms=merge_wait_ms, fetch_wait_ms=merge_fetch_wait_ms
+        )
+        self.handlers.idle = self.merge.idle
         # The handlers' per-partition indexes, shared: dropped here when a partition goes.
         self.schedules = self.handlers.schedules
         self.clocks = self.handlers.clocks
@@ -138,6 +152,7 @@ class ScoringPipeline:
             self.schedules.pop(p, None)
             self.clocks.pop(p, None)
         self.offsets.forget(partitions)
+        self.merge.forget(partitions)
         self.store.forget(partitions)
         for p in partitions:
             self._positions.pop(p, None)
@@ -164,13 +179,24 @@ class ScoringPipeline:
         await self._close_due()
 
     async def process_records(self, records: Sequence[Any]) -> None:
-        """Process records read by a plain aiokafka consumer (signals): offsets are contiguous
-        there, and a gap is a real one (a transaction marker), so no guard is needed."""
+        """Process signal records read by a plain aiokafka consumer (offsets are contiguous
+        there, and a gap is a real one, a transaction marker, so no guard is needed): each is
+        read and merged, and what the merge releases is applied, in event-time order. Called
+        with no records too, to release those held for a time."""
         await self._wait_for_config()
         async with self._turn:
             started = time.perf_counter()
-            await self._process_records(records)
-            self._stage_positions(records)
+            now_ms = self.now_ms()
+            if records:
+                self.merge.add(
+                    arrivals(
+                        records, self.handlers.intake, self.windows, self.dimension_of_topic, now_ms
+                    )
+                )
+            released = self.merge.release(now_ms)
+            if released:
+                await self._process_records(released)
+                self._stage_positions(released)
             self._signal_turn_seconds = time.perf_counter() - started
 
     def signal_positions(self, partition: int) -> list[int]:

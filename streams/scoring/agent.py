@@ -14,7 +14,8 @@ trigger can re-publish them byte for byte.
 
 from __future__ import annotations
 
-import uuid
+from bisect import insort
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams.scoring.formulas import dimension_score, total_score
@@ -31,12 +32,18 @@ from streams.scoring.records import Revocation as Revocation
 from streams.scoring.records import ScoreUpdate as ScoreUpdate
 from streams.scoring.records import SignalTrigger as SignalTrigger
 from streams.scoring.records import WindowTrigger as WindowTrigger
+from streams.scoring.revoking import ReinstateOutcome as ReinstateOutcome
+from streams.scoring.revoking import apply_reinstatement as apply_reinstatement
+from streams.scoring.revoking import maybe_revoke
+from streams.scoring.revoking import reinstate as reinstate
+from streams.scoring.revoking import revocation_id as revocation_id
 from streams.scoring.windows import WindowPolicy
 
 N_DIMENSIONS = len(DIMENSIONS)
 #: Signals kept per agent to show in its explanation.
 EXPLAINED_SIGNALS = 10
-_REVOCATION_NAMESPACE = uuid.UUID("6f1c1d52-53c5-4f3e-9a55-3f0b8e3c1a10")
+#: The configuration in force at a time (epoch ms): see ``ConfigFollower.at``.
+ConfigAt = Callable[[int], ScoringConfig]
 
 
 @dataclass(slots=True)
@@ -45,6 +52,11 @@ class WindowTally:
 
     counts: list[int] = field(default_factory=lambda: [0] * N_DIMENSIONS)
     late: int = 0
+    #: Per dimension, its score as of the window's end, kept once a signal of that dimension
+    #: stamped at or after the end has been applied (None: none yet, so the dimension's score
+    #: now is its score at the end). A window's update is its score at its end, while signals
+    #: of the next window arrive within the grace period, before it closes.
+    ends: list[float | None] | None = None
 
 
 @dataclass(slots=True)
@@ -68,9 +80,11 @@ class AgentState:
     revoked: bool = False
     revocation_count: int = 0
     revocation: Revocation | None = None
-    #: Offset of the tick that last closed windows for this agent, and what it published.
+    #: What last closed windows for this agent, and what it published: the offset of a tick
+    #: (-1: not a tick), or the signal (dimension, offset) that found them closed.
     last_close_tick: int = -1
     last_updates: tuple[ScoreUpdate, ...] = ()
+    last_close_signal: tuple[int, int] | None = None
     #: Offset of the last operator command applied (commands topic), and the last reinstatement.
     applied_command_offset: int = -1
     reinstatement: Reinstatement | None = None
@@ -111,12 +125,21 @@ class AgentState:
 
 
 @dataclass(frozen=True, slots=True)
+class CloseOutcome:
+    updates: tuple[ScoreUpdate, ...]
+    revocation: Revocation | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SignalOutcome:
     applied: bool
     revocation: Revocation | None = None
     #: The signal had been applied before (a redelivery) and was the cause of this revocation,
     #: which must be published again in case the first publication was lost.
     republish: Revocation | None = None
+    #: Windows closed before the signal was applied (stream time had passed their end plus
+    #: grace); for a redelivery, those it closed then, to be published again.
+    closed: CloseOutcome | None = None
 
 
 # The outcomes of most signals carry nothing: shared rather than built per signal.
@@ -124,93 +147,49 @@ APPLIED = SignalOutcome(applied=True)
 SKIPPED = SignalOutcome(applied=False)
 
 
-def _recalculate(state: AgentState, config: ScoringConfig, now_ms: int) -> Recalculation:
+def _time_of(entry: tuple[int, int]) -> int:
+    return entry[0]
+
+
+def _record_history(state: AgentState, at_ms: int, total: int) -> None:
+    """Add a recalculation to the history, in time order (a window's score, taken at its end,
+    is recorded when the window closes, after any critical signal of the next window), and make
+    the agent's score the latest one in time."""
+    history = state.history
+    if not history or history[-1][0] <= at_ms:
+        history.append((at_ms, total))
+    else:
+        insort(history, (at_ms, total), key=_time_of)
+    if len(history) > HISTORY_LENGTH:
+        del history[: len(history) - HISTORY_LENGTH]
+    state.score = history[-1][1]
+
+
+def _recalculate(state: AgentState, config: ScoringConfig, at_ms: int) -> Recalculation:
     scores = state.dimension_scores()
     total = total_score(scores, config.weights)
-    state.score = total
-    state.history.append((now_ms, total))
-    if len(state.history) > HISTORY_LENGTH:
-        del state.history[: len(state.history) - HISTORY_LENGTH]
+    _record_history(state, at_ms, total)
     return Recalculation(total, scores)
 
 
-def revocation_id(agent_did: str, sequence: int) -> str:
-    """The same revocation (the agent's n-th) always has the same id, across replays and workers."""
-    return str(uuid.uuid5(_REVOCATION_NAMESPACE, f"{agent_did}#{sequence}"))
-
-
-def _floor_breached(
-    state: AgentState, recalculation: Recalculation, config: ScoringConfig
-) -> str | None:
-    """The reason to revoke under a per-dimension floor, or None when no floor is breached.
-
-    A dimension's level accepted at reinstatement holds until it recovers to its floor.
-    """
-    accepted = state.reinstated_dimension_scores
-    levels = None if accepted is None else list(accepted)
-    reason: str | None = None
-    for i, floor in enumerate(config.floors):
-        if floor is None:
-            continue
-        score = recalculation.dimension_scores[i]
-        level = None if levels is None else levels[i]
-        if level is not None and levels is not None:
-            if score >= floor.floor:
-                levels[i] = None  # recovered: the floor applies again
-            if score >= level:
-                continue
-        if reason is None and score < floor.floor and state.lifetime[i] >= floor.min_signals:
-            reason = (
-                f"{DIMENSIONS[i].value} score {score:.1f} below its floor {floor.floor:g} "
-                f"(after {state.lifetime[i]} signals)"
-            )
-    if levels is not None:
-        accepted = None if all(x is None for x in levels) else tuple(levels)
-    state.reinstated_dimension_scores = accepted
-    return reason
-
-
-def _maybe_revoke(
-    agent_did: str,
-    state: AgentState,
-    recalculation: Recalculation,
-    config: ScoringConfig,
-    now_ms: int,
-    trigger: SignalTrigger | WindowTrigger,
-) -> Revocation | None:
-    if state.revoked:
-        return None
-    total = recalculation.total_score
-    below = total < config.revocation_threshold
-    accepted = state.reinstated_at_score
-    if accepted is not None:
-        if not below:
-            state.reinstated_at_score = None  # recovered: the threshold applies again
-        elif total >= accepted:
-            below = False  # no lower than the operator accepted
-    reason = (
-        f"Trust score {total} below threshold"
-        if below
-        else _floor_breached(state, recalculation, config)
+def _redelivered(state: AgentState, trigger: SignalTrigger) -> SignalOutcome:
+    """A signal applied before: what it caused, to be published again (the first publication
+    may have been lost in a crash), or nothing."""
+    previous = state.revocation
+    republish = (
+        previous
+        if previous is not None
+        and state.revoked
+        and isinstance(previous.trigger, SignalTrigger)
+        and previous.trigger.same_record(trigger)
+        else None
     )
-    if reason is None:
-        return None
-    # What the operator accepted belonged to the revocation they lifted.
-    state.reinstated_at_score = None
-    state.reinstated_dimension_scores = None
-    state.revoked = True
-    state.revocation_count += 1
-    state.revocation = Revocation(
-        revocation_id=revocation_id(agent_did, state.revocation_count),
-        revoked_at_ms=now_ms,
-        total_score=recalculation.total_score,
-        threshold=config.revocation_threshold,
-        reason=reason,
-        dimension_scores=recalculation.dimension_scores,
-        trigger=trigger,
-        weights_version=config.version,
-    )
-    return state.revocation
+    closed = None
+    if state.last_close_signal == (trigger.dimension, trigger.offset) and state.last_updates:
+        closed = CloseOutcome(state.last_updates, revoked_by_close(state))
+    if republish is None and closed is None:
+        return SKIPPED
+    return SignalOutcome(applied=False, republish=republish, closed=closed)
 
 
 def apply_signal(
@@ -220,23 +199,46 @@ def apply_signal(
     value: float,
     signal_ms: int,
     now_ms: int,
-    partition_clock_ms: int,
+    stream_time_ms: int,
     windows: WindowPolicy,
     config: ScoringConfig,
     source: str = "",
+    *,
+    config_at: ConfigAt | None = None,
 ) -> SignalOutcome:
-    """Apply one validated signal; windows ending (plus grace) by the partition clock are closed."""
+    """Apply one validated signal at its place in event time.
+
+    ``stream_time_ms`` is how far the partition's stream time had advanced before this signal.
+    Windows that it, or this signal's own time, has taken past their end plus grace are closed
+    first (a window closes before anything stamped after its end plus grace); each open window
+    that ends at or before the signal keeps the signal's dimension's score as of its end. A
+    critical signal is judged with the configuration in force at its time.
+    """
     d = trigger.dimension
     if trigger.offset <= state.applied_offsets[d]:
-        previous = state.revocation
-        if (
-            previous is not None
-            and state.revoked
-            and isinstance(previous.trigger, SignalTrigger)
-            and previous.trigger.same_record(trigger)
-        ):
-            return SignalOutcome(applied=False, republish=previous)
-        return SKIPPED
+        return _redelivered(state, trigger)
+    event_ms = windows.effective_timestamp(signal_ms, now_ms)
+    closed = None
+    if state.open_windows:
+        closes_by = max(stream_time_ms, event_ms)
+        if any(windows.is_closed(start, closes_by) for start in state.open_windows):
+            closed = close_windows(
+                agent_did,
+                state,
+                closes_by,
+                -1,
+                windows,
+                config,
+                config_at=config_at,
+                by_signal=(d, trigger.offset),
+            )
+        for start, tally in state.open_windows.items():
+            if event_ms >= start + windows.size_ms:
+                ends = tally.ends
+                if ends is None:
+                    ends = tally.ends = [None] * N_DIMENSIONS
+                if ends[d] is None:
+                    ends[d] = state.dimension_scores()[d]
 
     state.applied_offsets[d] = trigger.offset
     state.last_signal_at_ms = now_ms
@@ -251,32 +253,37 @@ def apply_signal(
     if len(explained) > EXPLAINED_SIGNALS:
         del explained[0]
 
-    window_start = windows.start_of(windows.effective_timestamp(signal_ms, now_ms))
-    if windows.is_closed(window_start, partition_clock_ms):
-        # Late: its window was already reported. Applied all the same, and owed to the window that
-        # is open now, whose update counts it in late_signals.
-        tally = state.open_windows.setdefault(windows.start_of(partition_clock_ms), WindowTally())
+    window_start = windows.start_of(event_ms)
+    if windows.is_closed(window_start, stream_time_ms):
+        # Late: stream time had passed its window's end plus grace, so that window was (or is
+        # being) reported. Applied all the same, and owed to the window open at stream time,
+        # whose update counts it in late_signals.
+        tally = state.open_windows.setdefault(windows.start_of(stream_time_ms), WindowTally())
         tally.late += 1
     else:
         state.open_windows.setdefault(window_start, WindowTally()).counts[d] += 1
 
     if value < CRITICAL_SIGNAL_VALUE:
-        recalculation = _recalculate(state, config, now_ms)
+        in_force = config if config_at is None else config_at(event_ms)
+        recalculation = _recalculate(state, in_force, event_ms)
         return SignalOutcome(
             applied=True,
-            revocation=_maybe_revoke(agent_did, state, recalculation, config, now_ms, trigger),
+            revocation=maybe_revoke(agent_did, state, recalculation, in_force, event_ms, trigger),
+            closed=closed,
         )
-    return APPLIED
-
-
-@dataclass(frozen=True, slots=True)
-class CloseOutcome:
-    updates: tuple[ScoreUpdate, ...]
-    revocation: Revocation | None = None
+    return APPLIED if closed is None else SignalOutcome(applied=True, closed=closed)
 
 
 def due_windows(state: AgentState, clock_ms: int, windows: WindowPolicy) -> list[int]:
     return sorted(start for start in state.open_windows if windows.is_closed(start, clock_ms))
+
+
+def _scores_at_end(state: AgentState, tally: WindowTally) -> tuple[float, ...]:
+    now = state.dimension_scores()
+    ends = tally.ends
+    if ends is None:
+        return now
+    return tuple(now[d] if end is None else end for d, end in enumerate(ends))
 
 
 def close_windows(
@@ -286,96 +293,72 @@ def close_windows(
     tick_offset: int,
     windows: WindowPolicy,
     config: ScoringConfig,
+    *,
+    config_at: ConfigAt | None = None,
+    by_signal: tuple[int, int] | None = None,
 ) -> CloseOutcome:
-    """Close every open window of the agent that ends (plus grace) by ``clock_ms``.
+    """Close every open window of the agent that ends (plus grace) by ``clock_ms``, oldest first.
 
-    One recalculation serves all windows closing together (normally exactly one): the score is the
-    agent's score at the moment of closing, over every signal applied so far.
+    Each window's update carries the agent's score as of the window's end (every signal of the
+    window applied, none stamped later), with the configuration in force at that end, and says
+    whether the agent is revoked once that score has been judged. What closed them is recorded
+    (the tick at ``tick_offset``, or the signal ``by_signal``: dimension and offset), so that a
+    redelivery of it publishes the same updates again.
     """
     due = due_windows(state, clock_ms, windows)
     if not due:
         return CloseOutcome(updates=())
-    recalculation = _recalculate(state, config, clock_ms)
-    revocation = _maybe_revoke(
-        agent_did, state, recalculation, config, clock_ms, WindowTrigger(due[-1])
-    )
     updates = []
+    revocation = None
     lifetime = tuple(state.lifetime)
     for start in due:
         tally = state.open_windows.pop(start)
+        end = windows.end_of(start)
+        closed_at = windows.closes_at(start)
+        in_force = config if config_at is None else config_at(end)
+        scores = _scores_at_end(state, tally)
+        total = total_score(scores, in_force.weights)
+        _record_history(state, end, total)
+        judged = maybe_revoke(
+            agent_did,
+            state,
+            Recalculation(total, scores),
+            in_force,
+            closed_at,
+            WindowTrigger(start),
+        )
+        revocation = judged or revocation
         updates.append(
             ScoreUpdate(
                 window_start_ms=start,
-                window_end_ms=windows.end_of(start),
-                total_score=recalculation.total_score,
+                window_end_ms=end,
+                total_score=total,
                 previous_score=state.published_score,
-                dimension_scores=recalculation.dimension_scores,
+                dimension_scores=scores,
                 lifetime_counts=lifetime,
                 window_counts=tuple(tally.counts),
                 late_signals=tally.late,
-                weights_version=config.version,
-                computed_at_ms=clock_ms,
+                weights_version=in_force.version,
+                computed_at_ms=closed_at,
                 revoked=state.revoked,
-                at_risk=state.is_at_risk(config),
+                at_risk=not state.revoked and total < in_force.warning_threshold,
             )
         )
-        state.published_score = recalculation.total_score
+        state.published_score = total
     state.last_close_tick = tick_offset
+    state.last_close_signal = by_signal
     state.last_updates = tuple(updates)
     return CloseOutcome(updates=tuple(updates), revocation=revocation)
 
 
-def reinstate(state: AgentState) -> bool:
-    """Lift a revocation. Returns False when the agent was not revoked (nothing changes).
-
-    The operator accepts the agent's current level: its score (as last recalculated) and each
-    dimension's score (over every signal applied, as its explanation shows them). See
-    :func:`_maybe_revoke` for when it is revoked again.
-    """
-    if not state.revoked:
-        return False
-    state.revoked = False
-    state.reinstated_at_score = state.score
-    state.reinstated_dimension_scores = state.dimension_scores()
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class ReinstateOutcome:
-    reinstatement: Reinstatement | None = None
-    #: A redelivered command whose reinstatement must be published again.
-    republish: Reinstatement | None = None
-    refused: str | None = None
-
-
-def apply_reinstatement(
-    agent_did: str,
-    state: AgentState,
-    command_offset: int,
-    now_ms: int,
-    requested_by: str,
-    reason: str,
-    request_id: str | None,
-) -> ReinstateOutcome:
-    """An operator's reinstate command, applied once however often it is delivered."""
-    if command_offset <= state.applied_command_offset:
-        previous = state.reinstatement
-        if previous is not None and previous.command_offset == command_offset:
-            return ReinstateOutcome(republish=previous)
-        return ReinstateOutcome()
-    state.applied_command_offset = command_offset
-    lifted = state.revocation
-    if lifted is None or not reinstate(state):
-        return ReinstateOutcome(refused="the agent is not revoked")
-    state.reinstatement = Reinstatement(
-        reinstatement_id=str(
-            uuid.uuid5(_REVOCATION_NAMESPACE, f"{agent_did}#reinstated#{state.revocation_count}")
-        ),
-        reinstated_at_ms=now_ms,
-        lifted_revocation_id=lifted.revocation_id,
-        requested_by=requested_by,
-        reason=reason,
-        request_id=request_id,
-        command_offset=command_offset,
-    )
-    return ReinstateOutcome(reinstatement=state.reinstatement)
+def revoked_by_close(state: AgentState) -> Revocation | None:
+    """The agent's standing revocation, when its last window close caused it."""
+    revocation = state.revocation
+    if (
+        revocation is not None
+        and state.revoked
+        and isinstance(revocation.trigger, WindowTrigger)
+        and any(u.window_start_ms == revocation.trigger.window_start_ms for u in state.last_updates)
+    ):
+        return revocation
+    return None

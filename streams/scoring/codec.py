@@ -10,7 +10,10 @@ field's shape, type and range is checked (:mod:`.decoding`), and anything else t
 transitions can work on raises :class:`StateFormatError` (and nothing else).
 
 Formats: 1 had 17 elements; 2 adds each dimension's score accepted at reinstatement and the time
-the last signal was applied.
+the last signal was applied; 3 adds, per open window, each dimension's score as of its end (when
+known), the signal that last closed windows, and, last, the open windows' starts again, where
+rebuilding a partition's schedule reads them without decoding the state
+(:func:`open_window_starts`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from streams.scoring.agent import AgentState, Reinstatement, Revocation, ScoreUp
 from streams.scoring.decoding import StateFormatError as StateFormatError
 from streams.scoring.decoding import state_from_fields
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Formats this release reads.
-READABLE_FORMATS = (1, 2)
-_FIELDS = {1: 17, 2: 19}
+READABLE_FORMATS = (1, 2, 3)
+_FIELDS = {1: 17, 2: 19, 3: 21}
 
 
 def _encode_revocation(r: Revocation | None) -> list[Any] | None:
@@ -103,7 +106,12 @@ def encode_state(state: AgentState) -> bytes:
             state.recent,
             state.lifetime,
             state.applied_offsets,
-            [[start, tally.counts, tally.late] for start, tally in state.open_windows.items()],
+            [
+                [start, tally.counts, tally.late]
+                if tally.ends is None
+                else [start, tally.counts, tally.late, tally.ends]
+                for start, tally in state.open_windows.items()
+            ],
             state.score,
             state.published_score,
             _encode_history(state.history),
@@ -118,8 +126,26 @@ def encode_state(state: AgentState) -> bytes:
             state.recent_signals,
             state.reinstated_dimension_scores,
             state.last_signal_at_ms,
+            state.last_close_signal,
+            sorted(state.open_windows),
         ]
     )
+
+
+def open_window_starts(data: bytes) -> list[int] | None:
+    """The open windows' starts of a stored state, read from its last field without decoding the
+    rest (a few microseconds, against tens for a decode); None when ``data`` is not a format-3
+    state whose last field reads as a list of integers (decode it then)."""
+    if not data.startswith(b"[3,") or not data.endswith(b"]]"):
+        return None
+    opening = data.rfind(b"[", 0, len(data) - 1)
+    inner = data[opening + 1 : -2]
+    if not inner:
+        return []
+    try:
+        return [int(part) for part in inner.split(b",")]
+    except ValueError:
+        return None
 
 
 def decode_state(data: bytes) -> AgentState:

@@ -184,16 +184,30 @@ def _decode_windows(raw: Any) -> dict[int, WindowTally]:
     if type(raw) is not list:
         raise _damaged("its open windows")
     windows = {}
-    for start, counts, late in raw:
+    for entry in raw:
+        start, counts, late, *rest = entry
+        ends = rest[0] if len(rest) == 1 else None
         if not (
             type(start) is int
             and _counts(counts)
             and type(late) is int
             and 0 <= late < _COUNT_LIMIT
+            and len(rest) <= 1
+            and (ends is None or _ends(ends))
         ):
             raise _damaged("an open window")
-        windows[start] = WindowTally(counts, late)
+        windows[start] = WindowTally(counts, late, ends)
     return windows
+
+
+def _ends(raw: Any) -> bool:
+    """One score in [0, 100], or None, per dimension; at least one known."""
+    return (
+        type(raw) is list
+        and len(raw) == _N
+        and any(v is not None for v in raw)
+        and all(v is None or (type(v) in _NUMBER and 0.0 <= v <= 100.0) for v in raw)
+    )
 
 
 def _decode_recent(raw: Any) -> list[list[float]]:
@@ -239,8 +253,23 @@ def _decode_accepted(raw: Any) -> tuple[float | None, ...] | None:
     return tuple(raw)
 
 
+def _decode_close_signal(raw: Any) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    if not (
+        type(raw) is list
+        and len(raw) == 2
+        and type(raw[0]) is int
+        and 0 <= raw[0] < _N
+        and type(raw[1]) is int
+        and 0 <= raw[1] < _BIG
+    ):
+        raise _damaged("the signal that last closed its windows")
+    return (raw[0], raw[1])
+
+
 def state_from_fields(raw: list[Any]) -> AgentState:
-    """The state of a record's fields (format 1 or 2, by their count; the version first)."""
+    """The state of a record's fields (format 1, 2 or 3, by their count; the version first)."""
     (
         _,
         recent,
@@ -299,12 +328,17 @@ def state_from_fields(raw: list[Any]) -> AgentState:
         reinstated_at_score=reinstated_at_score,
         recent_signals=_decode_explained(recent_signals),
     )
-    if added:  # format 2
-        accepted, last_signal_at = added
+    if added:  # format 2 or 3
+        accepted, last_signal_at, *format3 = added
         if type(last_signal_at) is not int:
             raise _damaged("its last signal time")
         state.reinstated_dimension_scores = _decode_accepted(accepted)
         state.last_signal_at_ms = last_signal_at
+        if format3:
+            closed_by, starts = format3
+            state.last_close_signal = _decode_close_signal(closed_by)
+            if starts != sorted(state.open_windows):
+                raise _damaged("its open windows' starts")
     elif not state.revoked and state.reinstated_at_score is not None:
         # Format 1 kept no dimension levels. A state reinstated and not recalculated since
         # accepts its dimensions as they are, the nearest to what the operator saw.

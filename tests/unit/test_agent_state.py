@@ -233,7 +233,9 @@ def test_signal_stamped_beyond_grace_in_the_future_goes_to_the_current_window() 
     signal(state, RESOURCE, 0, 0.8, at=now, stamped=now + GRACE)  # within grace: its own window
     signal(state, OUTPUT, 0, 0.8, at=now, stamped=now + 10 * SIZE)
     assert state.open_windows == {
-        T0: WindowTally([1, 0, 1, 0, 0], 0),
+        # The resource signal is stamped after T0's window ends: that window keeps the
+        # dimension's score as it was at its end (neutral).
+        T0: WindowTally([1, 0, 1, 0, 0], 0, [None, 50.0, None, None, None]),
         T0 + SIZE: WindowTally([0, 1, 0, 0, 0], 0),
     }
 
@@ -252,9 +254,9 @@ def test_close_windows_emits_one_update_per_due_window_and_chains_previous_score
     assert len(first) == 1
     u = first[0]
     assert isinstance(u, ScoreUpdate)
-    # policy 90, output 50, security 80 (counted: it was applied), others 50:
-    # 10 * (22.5 + 7.5 + 10 + 20 + 7.5) = 675
-    assert u.total_score == 675
+    # The score as of the window's end: policy 90, output 50, and security still neutral (its
+    # signal is stamped after the end), others 50: 10 * (22.5 + 7.5 + 10 + 12.5 + 7.5) = 600
+    assert u.total_score == 600
     assert (u.window_start_ms, u.window_end_ms) == (T0, T0 + SIZE)
     assert u.previous_score == 500
     assert u.window_counts == (2, 0, 1, 0, 0)
@@ -267,30 +269,36 @@ def test_close_windows_emits_one_update_per_due_window_and_chains_previous_score
 
     # The same clock again: nothing more to close, no recalculation.
     assert close(state, T0 + SIZE + GRACE, tick=8).updates == ()
-    assert len(state.history) == 1
+    assert state.history == [(T0 + SIZE, 600)]  # taken at the window's end
 
     # Critical: security becomes 100 * 0.8 / 2.01 = 39.80, total 10 * (22.5 + 7.5 + 10 + 9.95
     # + 7.5) = 574.5 -> 574, recalculated at once and again when its window closes.
-    signal(state, SECURITY, 1, 0.0, at=T0 + SIZE + 5_000)
-    assert state.history == [(T0 + SIZE + GRACE, 675), (T0 + SIZE + 5_000, 574)]
+    signal(state, SECURITY, 1, 0.0, at=T0 + SIZE + 5_000, clock=T0 + SIZE + GRACE)
+    assert state.history == [(T0 + SIZE, 600), (T0 + SIZE + 5_000, 574)]
     second = close(state, T0 + 2 * SIZE + GRACE, tick=9).updates
     assert len(second) == 1
-    assert (second[0].total_score, second[0].previous_score) == (574, 675)
+    assert (second[0].total_score, second[0].previous_score) == (574, 600)
     assert second[0].window_counts == (0, 0, 0, 2, 0)
+    assert state.history[-1] == (T0 + 2 * SIZE, 574)
 
 
 def test_several_due_windows_close_together_each_once() -> None:
     state = AgentState()
     for k in range(3):
-        signal(state, COLLAB, k, 1.0, at=T0 + k * SIZE)
-    updates = close(state, T0 + 5 * SIZE).updates
+        # Stream time stays at T0: each signal's own time closes nothing before it (the first
+        # window closes at T0 + SIZE + GRACE, after the second signal and before the third).
+        outcome = signal(state, COLLAB, k, 1.0, at=T0 + k * SIZE)
+        assert outcome.closed is None or k == 2
+    assert outcome.closed is not None
+    first = outcome.closed.updates
+    assert [u.window_start_ms for u in first] == [T0]
+    assert state.last_close_signal == (4, 2) and state.last_close_tick == -1
+    updates = first + close(state, T0 + 5 * SIZE).updates
     assert [u.window_start_ms for u in updates] == [T0, T0 + SIZE, T0 + 2 * SIZE]
     assert [u.window_counts for u in updates] == [(0, 0, 0, 0, 1)] * 3
-    assert [u.previous_score for u in updates] == [
-        500,
-        updates[0].total_score,
-        updates[0].total_score,
-    ]
+    # Each window's score at its end: one, two, then three collaboration signals of 1.0.
+    assert [u.total_score for u in updates] == [575, 575, 575]
+    assert [u.previous_score for u in updates] == [500, 575, 575]
     assert state.open_windows == {}
     assert close(state, T0 + 50 * SIZE).updates == ()
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from streams.scoring import formulas
 from streams.scoring.agent import (
     AgentState,
+    CloseOutcome,
     SignalTrigger,
     WindowTrigger,
     apply_signal,
@@ -247,6 +248,9 @@ class Window:
     def __init__(self) -> None:
         self.counts = [0] * 5
         self.late = 0
+        #: Each dimension's score when its first signal stamped at or after the window's end
+        #: came (None: none yet, so its score now is its score at the end).
+        self.ends: list[float | None] = [None] * 5
 
 
 def assert_same(state: AgentState, model: oracle.OracleAgent, scores: bool = False) -> None:
@@ -296,39 +300,55 @@ def test_agent_state_machine_equals_oracle(
     open_windows: dict[int, Window] = {}
     late_total = 0
     reinstated = 0
+    #: The signal (dimension, offset) whose arrival last closed windows, if that was a signal.
+    closed_by: tuple[int, int] | None = None
 
-    def tick(at: int) -> None:
-        nonlocal clock, tick_offset, published
-        clock = max(clock, at)
-        tick_offset += 1
-        revocations_before = model.revocation_count
-        outcome = close_windows(AGENT, state, clock, tick_offset, WINDOWS, config)
-        due = sorted(s for s in open_windows if clock >= s + SIZE_MS + GRACE_MS)
-        assert [u.window_start_ms for u in outcome.updates] == due
-        if not due:
-            assert outcome.revocation is None
-            return
-        total = model.recalculate(at=clock)
-        for update in outcome.updates:
+    def close_due(by: int, outcome: CloseOutcome | None) -> None:
+        """Check the windows closed once stream time is ``by``, against the model's."""
+        nonlocal published
+        due = sorted(s for s in open_windows if by >= s + SIZE_MS + GRACE_MS)
+        updates = () if outcome is None else outcome.updates
+        assert [u.window_start_ms for u in updates] == due
+        revoked_at_window = None
+        for update in updates:
             window = open_windows.pop(update.window_start_ms)
+            now_scores = model.dimension_scores()
+            scores = {
+                name: now_scores[name] if end is None else end
+                for name, end in zip(DIMS, window.ends, strict=True)
+            }
+            revocations_before = model.revocation_count
+            total = model.recalculate(at=update.window_end_ms, scores=scores)
+            if model.revocation_count > revocations_before:
+                revoked_at_window = (update.window_start_ms, total)
             assert update.total_score == total
             assert update.previous_score == published
             assert update.window_end_ms == update.window_start_ms + SIZE_MS
-            assert update.dimension_scores == tuple(model.dimension_scores()[d] for d in DIMS)
+            assert update.dimension_scores == tuple(scores[d] for d in DIMS)
             assert update.window_counts == tuple(window.counts)
             assert update.late_signals == window.late
             assert update.lifetime_counts == tuple(model.lifetime_counts[d] for d in DIMS)
             assert update.revoked == model.revoked
-            assert update.at_risk == model.at_risk
+            assert update.at_risk == (not model.revoked and total < config.warning_threshold)
             assert update.weights_version == config.version
-            assert update.computed_at_ms == clock
+            assert update.computed_at_ms == update.window_end_ms + GRACE_MS
             published = total
-        if model.revocation_count > revocations_before:
-            assert outcome.revocation is not None
-            assert outcome.revocation.total_score == total
-            assert outcome.revocation.trigger == WindowTrigger(due[-1])
+        revocation = None if outcome is None else outcome.revocation
+        if revoked_at_window is not None:
+            assert revocation is not None
+            assert revocation.trigger == WindowTrigger(revoked_at_window[0])
+            assert revocation.total_score == revoked_at_window[1]
         else:
-            assert outcome.revocation is None
+            assert revocation is None
+
+    def tick(at: int) -> None:
+        nonlocal clock, tick_offset, closed_by
+        clock = max(clock, at)
+        tick_offset += 1
+        outcome = close_windows(AGENT, state, clock, tick_offset, WINDOWS, config)
+        if outcome.updates:
+            closed_by = None
+        close_due(clock, outcome)
 
     for selector, d, value, advance, skew in script:
         now += advance
@@ -336,13 +356,21 @@ def test_agent_state_machine_equals_oracle(
             last_offset[d] += 1 + (skew % 3 == 0)  # offsets may have gaps (compaction, filters)
             trigger = SignalTrigger(d, 0, last_offset[d], f"sig-{d}-{last_offset[d]}")
             stamped = now + skew
-            revocations_before = model.revocation_count
+            effective = now if stamped > now + GRACE_MS else stamped
             outcome = apply_signal(
                 AGENT, state, trigger, value, stamped, now, clock, WINDOWS, config
             )
             assert outcome.applied
-            model.record(DIMS[d], value, at=now)
-            effective = now if stamped > now + GRACE_MS else stamped
+            # Windows that stream time or the signal's own time took past their end + grace
+            # close before it is applied.
+            close_due(max(clock, effective), outcome.closed)
+            if outcome.closed is not None:
+                closed_by = (d, trigger.offset)
+            for window_start, window in open_windows.items():
+                if effective >= window_start + SIZE_MS and window.ends[d] is None:
+                    window.ends[d] = model.dimension_scores()[DIMS[d]]
+            revocations_before = model.revocation_count
+            model.record(DIMS[d], value, at=effective)
             start = effective - effective % SIZE_MS
             if clock >= start + SIZE_MS + GRACE_MS:  # its window is closed: late
                 open_windows.setdefault(clock - clock % SIZE_MS, Window()).late += 1
@@ -352,10 +380,16 @@ def test_agent_state_machine_equals_oracle(
             if model.revocation_count > revocations_before:
                 assert outcome.revocation is not None
                 assert outcome.revocation.trigger == trigger
-                assert outcome.revocation.total_score == model.total_score
+                assert (
+                    outcome.revocation.total_score
+                    == model.history[
+                        max(i for i, (at, _) in enumerate(model.history) if at == effective)
+                    ][1]
+                )
                 assert outcome.revocation.threshold == config.revocation_threshold
             else:
                 assert outcome.revocation is None
+            clock = max(clock, effective)  # stream time: the latest signal time applied
         elif selector <= 16:
             tick(now)
         elif selector <= 18:  # redelivery of an already applied record: no effect at all
@@ -370,7 +404,8 @@ def test_agent_state_machine_equals_oracle(
             assert outcome.revocation is None
             assert state == before
             # The revocation a redelivered signal caused is published again, unless the agent
-            # has been reinstated since (re-publishing would revoke it again downstream).
+            # has been reinstated since (re-publishing would revoke it again downstream); and
+            # so are the updates of the windows its arrival closed, if no close came since.
             cause = state.revocation.trigger if state.revocation else None
             if (
                 state.revoked
@@ -380,6 +415,11 @@ def test_agent_state_machine_equals_oracle(
                 assert outcome.republish is state.revocation
             else:
                 assert outcome.republish is None
+            if closed_by == (d, offset):
+                assert outcome.closed is not None
+                assert outcome.closed.updates == state.last_updates
+            else:
+                assert outcome.closed is None
         else:
             lifted = reinstate(state)
             assert lifted == model.reinstate()

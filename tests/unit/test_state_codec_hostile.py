@@ -3,6 +3,7 @@ or StateFormatError (never another exception). Format 1 records still decode."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
@@ -18,7 +19,13 @@ from streams.scoring.agent import (
     close_windows,
     reinstate,
 )
-from streams.scoring.codec import FORMAT_VERSION, StateFormatError, decode_state, encode_state
+from streams.scoring.codec import (
+    FORMAT_VERSION,
+    StateFormatError,
+    decode_state,
+    encode_state,
+    open_window_starts,
+)
 from streams.scoring.model import DEFAULT_WEIGHTS, DimensionFloor, ScoringConfig
 from streams.scoring.windows import WindowPolicy
 
@@ -46,11 +53,22 @@ def lived_state() -> AgentState:
             CONFIG,
             source="ids",
         )
-    close_windows(AGENT, state, NOW + 60_000, 7, WINDOWS, CONFIG)
+    # Stamped a minute later: its arrival closes the first window (and is recorded as what
+    # closed it) before it is applied.
+    minute = NOW + 60_000
+    apply_signal(
+        AGENT, state, SignalTrigger(1, 0, 7), 0.9, minute, minute, NOW, WINDOWS, CONFIG, "ids"
+    )
     apply_reinstatement(AGENT, state, 3, NOW + 61_000, "secops", "reviewed", "r-1")
-    later = NOW + 62_000  # a signal in a window still open
+    later = NOW + 62_000  # a signal in a window (60-70 s) still open
     apply_signal(
         AGENT, state, SignalTrigger(1, 0, 9), 0.9, later, later, later, WINDOWS, CONFIG, "ids"
+    )
+    # Stamped after that window's end, within grace: the window keeps the dimension's score as
+    # it was at its end.
+    stamp = NOW + 70_500
+    apply_signal(
+        AGENT, state, SignalTrigger(2, 0, 10), 0.8, stamp, stamp, later, WINDOWS, CONFIG, "ids"
     )
     return state
 
@@ -226,6 +244,13 @@ def test_a_state_with_any_one_part_removed_decodes_or_is_refused(path: tuple[int
         ((16, 0, 1), -0.5),
         ((17, 0), 101.0),  # an accepted dimension score out of range
         ((18,), None),
+        ((4, 0, 3, 0), 100.5),  # a dimension's score at a window's end out of range
+        ((4, 0, 3), [None] * 5),  # scores at the end, none known
+        ((4, 0, 3), [50.0] * 4),
+        ((19,), [5, 1]),  # closed by a signal of no dimension
+        ((19, 1), -1),
+        ((20,), [1]),  # open windows' starts that disagree with the windows
+        ((20, 0), 1),
     ],
 )
 def test_damaged_fields_are_refused(path: tuple[int, ...], value: Any) -> None:
@@ -236,15 +261,45 @@ def test_damaged_fields_are_refused(path: tuple[int, ...], value: Any) -> None:
 def test_the_lived_state_has_every_field_in_use() -> None:
     assert LIVED.reinstatement is not None and LIVED.revocation is not None
     assert LIVED.reinstated_at_score is not None and LIVED.reinstated_dimension_scores
-    assert LIVED.last_signal_at_ms == NOW + 62_000 and LIVED.history and LIVED.recent_signals
+    assert LIVED.last_signal_at_ms == NOW + 70_500 and LIVED.history and LIVED.recent_signals
     assert LIVED.open_windows and LIVED.last_updates
+    assert any(tally.ends for tally in LIVED.open_windows.values())
+    assert LIVED.last_close_signal == (1, 7)
     assert decode_state(encode_state(LIVED)) == LIVED
-    assert FORMAT_VERSION == 2 and len(LIVED_FIELDS) == 19
+    assert FORMAT_VERSION == 3 and len(LIVED_FIELDS) == 21
+    assert open_window_starts(encode_state(LIVED)) == sorted(LIVED.open_windows)
+
+
+def test_open_window_starts_are_read_without_decoding_or_not_at_all() -> None:
+    assert open_window_starts(encode_state(AgentState())) == []
+    assert open_window_starts(format_2(LIVED)) is None  # older formats: decoded instead
+    assert open_window_starts(b"[3,1,2,[1,x]]") is None
+    assert open_window_starts(b"not a state") is None
+
+
+def format_2(state: AgentState) -> bytes:
+    """The record release 2 wrote: the current fields without the two format 3 added, and
+    windows without their scores at the end."""
+    fields = orjson.loads(encode_state(state))
+    fields[4] = [window[:3] for window in fields[4]]
+    return orjson.dumps([2, *fields[1:19]])
+
+
+def test_a_format_2_record_decodes_with_the_new_fields_unknown() -> None:
+    assert decode_state(format_2(LIVED)) == with_format_3_fields_unknown(LIVED)
+
+
+def with_format_3_fields_unknown(state: AgentState) -> AgentState:
+    state = copy.deepcopy(state)
+    state.last_close_signal = None
+    for tally in state.open_windows.values():
+        tally.ends = None
+    return state
 
 
 def format_1(state: AgentState) -> bytes:
-    """The record release 1 wrote: the current fields without the two format 2 added."""
-    return orjson.dumps([1, *orjson.loads(encode_state(state))[1:17]])
+    """The record release 1 wrote: the current fields without those formats 2 and 3 added."""
+    return orjson.dumps([1, *orjson.loads(format_2(state))[1:17]])
 
 
 def test_a_format_1_record_decodes_with_the_new_fields_unknown() -> None:
@@ -255,7 +310,7 @@ def test_a_format_1_record_decodes_with_the_new_fields_unknown() -> None:
     assert decoded.last_signal_at_ms == 0
     assert decoded.reinstated_dimension_scores is None
     decoded.last_signal_at_ms = state.last_signal_at_ms
-    assert decoded == state
+    assert decoded == with_format_3_fields_unknown(state)
 
 
 def test_a_format_1_reinstated_state_accepts_its_dimensions_as_stored() -> None:

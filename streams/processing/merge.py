@@ -1,0 +1,193 @@
+"""The five signal topics of each partition, merged in event-time order.
+
+Why: an agent's windows and revocations must depend on its signals only, not on how the five
+topics' records happened to interleave on the way in (live, after an outage, or replayed). So each
+partition's signals are applied in the order of their times (ties: dimension order, then offset),
+as a Kafka Streams task merges its input partitions: among the five topic-partitions' first
+records not yet applied, the earliest goes first, and stream time is the latest time applied.
+
+When a topic-partition has nothing buffered, the earliest record of the others might not be the
+earliest of all: one stamped earlier may still be on its way. So it is held:
+
+- if that topic-partition is caught up (nothing more on the broker as of the last fetch), until
+  ``wait_ms`` after the record's time (or its arrival, if earlier): a signal reaching the worker
+  later than that after its timestamp may be applied after a later-stamped one;
+- if it is not caught up (records exist that the consumer has not fetched yet), until
+  ``fetch_wait_ms`` after the record arrived, which only a stalled fetch exceeds.
+
+In a backlog every record is long past its time, so only unfetched records are waited for. Live,
+a signal waits until the other four topics have shown something later, at most ``wait_ms``.
+
+A record that is not a valid signal (it goes to the dead-letter topic, and changes no state) is
+released as soon as it is first in its topic-partition.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from streams.processing.intake import AcceptedSignal, Rejection, SignalIntake
+from streams.scoring.windows import WindowPolicy
+
+#: Order of a record that is not a valid signal: ahead of every signal time.
+_REJECTED = -1
+
+
+class Arrived(NamedTuple):
+    """A signal record as read (the attributes of a consumed record), with what reading it
+    found: the signal or why it is refused, its time in the merge, and when it arrived."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+    signal: AcceptedSignal | Rejection
+    #: The signal's time as windows and stream time see it (see WindowPolicy.effective_timestamp);
+    #: -1 for a rejected record.
+    event_ms: int
+    dimension: int
+    #: Wall-clock time it was read (epoch ms).
+    arrived_ms: int
+
+
+def arrivals(
+    records: Sequence[Any],
+    intake: SignalIntake,
+    windows: WindowPolicy,
+    dimension_of: Mapping[str, int],
+    now_ms: int,
+) -> list[Arrived]:
+    """Each consumed signal record read (or refused), with its time in the merge."""
+    read = intake.read
+    effective = windows.effective_timestamp
+    arrived = []
+    for r in records:
+        dimension = dimension_of[r.topic]
+        signal = read(dimension, r.partition, r.key, r.value, r.timestamp, now_ms)
+        if isinstance(signal, Rejection):
+            event_ms = _REJECTED
+        else:
+            event_ms = effective(signal.timestamp_ms, now_ms)
+        arrived.append(
+            Arrived(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key,
+                r.value,
+                r.timestamp,
+                signal,
+                event_ms,
+                dimension,
+                now_ms,
+            )
+        )
+    return arrived
+
+
+#: Whether a topic-partition (dimension, partition) has nothing more on the broker.
+CaughtUp = Callable[[int, int], bool]
+
+
+class SignalMerge:
+    def __init__(
+        self,
+        dimensions: int,
+        *,
+        wait_ms: int,
+        fetch_wait_ms: int,
+        caught_up: CaughtUp = lambda _dimension, _partition: True,
+    ) -> None:
+        self.dimensions = dimensions
+        self.wait_ms = wait_ms
+        self.fetch_wait_ms = fetch_wait_ms
+        #: Installed by the signal feed, which knows what the consumer has fetched.
+        self.caught_up = caught_up
+        self._queues: dict[int, list[deque[Arrived]]] = {}
+        #: Earliest wall-clock time (epoch ms) a held record may be released; None: none held.
+        self.next_release_ms: int | None = None
+
+    def add(self, records: Iterable[Arrived]) -> None:
+        queues = self._queues
+        for record in records:
+            partition_queues = queues.get(record.partition)
+            if partition_queues is None:
+                partition_queues = queues[record.partition] = [
+                    deque() for _ in range(self.dimensions)
+                ]
+            partition_queues[record.dimension].append(record)
+
+    def release(self, now_ms: int) -> list[Arrived]:
+        """Every record that may go now, in merged order per partition."""
+        released: list[Arrived] = []
+        next_release: int | None = None
+        for partition, queues in self._queues.items():
+            held_until = self._release_partition(partition, queues, now_ms, released)
+            if held_until is not None and (next_release is None or held_until < next_release):
+                next_release = held_until
+        self.next_release_ms = next_release
+        return released
+
+    def _release_partition(
+        self, partition: int, queues: list[deque[Arrived]], now_ms: int, out: list[Arrived]
+    ) -> int | None:
+        """Release what may go; the time the first record held may go (None: none held)."""
+        # Asked once per call: what the consumer has fetched does not change meanwhile.
+        empty_limits: dict[int, int] = {}
+        while True:
+            best: deque[Arrived] | None = None
+            best_key: tuple[int, int, int] | None = None
+            empty = []
+            for dimension, queue in enumerate(queues):
+                if not queue:
+                    empty.append(dimension)
+                    continue
+                head = queue[0]
+                key = (head.event_ms, head.dimension, head.offset)
+                if best_key is None or key < best_key:
+                    best, best_key = queue, key
+            if best is None:
+                return None
+            head = best[0]
+            if head.event_ms != _REJECTED:
+                for dimension in empty:
+                    caught_up = empty_limits.get(dimension)
+                    if caught_up is None:
+                        caught_up = empty_limits[dimension] = int(
+                            self.caught_up(dimension, partition)
+                        )
+                    limit = (
+                        min(head.event_ms, head.arrived_ms) + self.wait_ms
+                        if caught_up
+                        else head.arrived_ms + self.fetch_wait_ms
+                    )
+                    if now_ms < limit:
+                        return limit
+            out.append(best.popleft())
+
+    def idle(self, partition: int) -> bool:
+        """Nothing of ``partition`` is held, and every one of its topic-partitions is caught up."""
+        queues = self._queues.get(partition)
+        if queues is not None and any(queues):
+            return False
+        return all(self.caught_up(d, partition) for d in range(self.dimensions))
+
+    def queued(self, dimension: int, partition: int) -> int:
+        queues = self._queues.get(partition)
+        return 0 if queues is None else len(queues[dimension])
+
+    def held(self) -> int:
+        return sum(len(q) for queues in self._queues.values() for q in queues)
+
+    def forget(self, partitions: Iterable[int] | None = None) -> None:
+        """Drop what is held of ``partitions`` (every partition: None); read again from their
+        stored positions, it comes back."""
+        if partitions is None:
+            self._queues.clear()
+        else:
+            for partition in partitions:
+                self._queues.pop(partition, None)
