@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run worker test test-fast bench lint typecheck check schemas broker-start broker-stop clean
+.PHONY: run worker test test-fast bench lint typecheck check schemas broker-start broker-stop clean kustomize
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+## kustomize: the pinned kustomize in .local/bin, built with Go (the manifests' test renders with it)
+kustomize:
+	deploy/k8s/install-kustomize
 
 schemas: $(STAMP)
 	$(BIN)/python -m streams schemas --out schemas
