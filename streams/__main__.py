@@ -281,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="score window length for the demo (default: 10)",
     )
+    demo.add_argument(
+        "--fleet-only",
+        action="store_true",
+        help="start no broker and no worker: publish the fleet's signals to the broker and topics "
+        "of TRUST_KAFKA_BOOTSTRAP_SERVERS and TRUST_TOPIC_PREFIX, and show the scores the workers "
+        "there publish (their window length applies, not --window-seconds)",
+    )
     return parser
 
 

@@ -4,6 +4,10 @@
 worker on fresh topics, and a fleet of agents (well-behaved, degrading and malicious ones) that
 publish signals; it shows every score update and revocation as they happen, and stops everything it
 started on Ctrl-C.
+
+``trust-streams demo --fleet-only`` starts nothing: it runs the fleet against the broker and topics
+the settings name (``TRUST_KAFKA_BOOTSTRAP_SERVERS``, ``TRUST_TOPIC_PREFIX``), for workers that run
+elsewhere (docker-compose.yml runs it beside its worker).
 """
 
 from __future__ import annotations
@@ -146,8 +150,15 @@ async def _watch(
     stop: asyncio.Event,
     live: bool,
     window_s: float,
+    from_beginning: bool = True,
 ) -> None:
-    consumer = clients.consumer(bootstrap, names.scores, names.revocations, purpose="demo-watch")
+    consumer = clients.consumer(
+        bootstrap,
+        names.scores,
+        names.revocations,
+        purpose="demo-watch",
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
     await consumer.start()
     last_render = 0.0
     try:
@@ -210,6 +221,23 @@ def _start_worker(
     )
 
 
+def _board(agents: int) -> Board:
+    return Board(
+        {
+            f"did:mesh:demo-{i:03d}": Agent(f"did:mesh:demo-{i:03d}", BEHAVIOURS[i % 5])
+            for i in range(agents)
+        }
+    )
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    return stop
+
+
 async def _main(args: argparse.Namespace, bootstrap: clients.KafkaConnection) -> None:
     prefix = f"demo-{int(time.time())}."
     names = TopicNames(prefix)
@@ -217,16 +245,8 @@ async def _main(args: argparse.Namespace, bootstrap: clients.KafkaConnection) ->
     _say(f"demo: starting a worker on topics {prefix}* ...")
     # The worker inherits the environment, so the same security settings.
     worker = _start_worker(bootstrap.bootstrap_servers, prefix, args.window_seconds, state)
-    board = Board(
-        {
-            f"did:mesh:demo-{i:03d}": Agent(f"did:mesh:demo-{i:03d}", BEHAVIOURS[i % 5])
-            for i in range(args.agents)
-        }
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    board = _board(args.agents)
+    stop = _stop_on_signals()
     live = sys.stdout.isatty()
     try:
         await _wait_for_topics(bootstrap, names, worker, state, stop)
@@ -247,11 +267,30 @@ async def _main(args: argparse.Namespace, bootstrap: clients.KafkaConnection) ->
         print(_render(board, live=False, window_s=args.window_seconds))
 
 
+async def _fleet(
+    args: argparse.Namespace, bootstrap: clients.KafkaConnection, names: TopicNames, window_s: float
+) -> None:
+    """The fleet and the scores it earns, on topics a worker elsewhere serves; until stopped."""
+    board = _board(args.agents)
+    stop = _stop_on_signals()
+    live = sys.stdout.isatty()
+    _say(f"demo: waiting for the worker's topics {names.prefix}* on {bootstrap.bootstrap_servers}")
+    await _wait_for_topics(bootstrap, names, None, None, stop)
+    _say(f"demo: the fleet of {args.agents} agents is publishing signals. Ctrl-C stops it.")
+    await asyncio.gather(
+        _run_fleet(bootstrap, names, board, stop, rate=0.6),
+        # From now: what a restarted fleet shows is what happens while it runs.
+        _watch(bootstrap, names, board, stop, live, window_s, from_beginning=False),
+    )
+    if live:
+        print(_render(board, live=False, window_s=window_s))
+
+
 async def _wait_for_topics(
     bootstrap: clients.KafkaConnection,
     names: TopicNames,
-    worker: subprocess.Popen[str],
-    state: Path,
+    worker: subprocess.Popen[str] | None,
+    state: Path | None,
     stop: asyncio.Event,
 ) -> None:
     """The worker creates the topics and joins its group; wait for its score topic to exist."""
@@ -262,21 +301,40 @@ async def _wait_for_topics(
     try:
         deadline = time.monotonic() + 120
         while not stop.is_set():
-            if worker.poll() is not None:
+            if worker is not None and state is not None and worker.poll() is not None:
                 log = (state / "worker.log").read_text()[-2000:]
                 raise DemoError(f"the worker exited with {worker.returncode}:\n{log}")
             if names.scores in await describe_partition_counts(admin, [names.scores]):
                 return
             if time.monotonic() > deadline:
-                raise DemoError("the worker did not create its topics within 120 s")
+                raise DemoError(f"no worker created the topics {names.prefix}* within 120 s")
             await asyncio.sleep(0.5)
     finally:
         await admin.close()
 
 
+def run_fleet(args: argparse.Namespace) -> int:
+    """``demo --fleet-only``: the fleet alone, against the configured broker and topics."""
+    from streams.settings import Settings
+
+    if not os.environ.get("TRUST_KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        raise DemoError(
+            "--fleet-only starts no broker and no worker: set TRUST_KAFKA_BOOTSTRAP_SERVERS to "
+            "the broker a worker uses (and TRUST_TOPIC_PREFIX to its prefix, when not the default)"
+        )
+    settings = Settings()  # the command line has checked the settings
+    connection = clients.KafkaConnection.from_settings(settings)
+    names = TopicNames(settings.topic_prefix)
+    asyncio.run(_fleet(args, connection, names, settings.window_seconds))
+    _say("demo: stopped.")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from streams.settings import Settings
 
+    if getattr(args, "fleet_only", False):
+        return run_fleet(args)
     security = Settings().kafka_security  # the command line has checked the settings
     started_broker = False
     bootstrap = os.environ.get("TRUST_KAFKA_BOOTSTRAP_SERVERS", "").strip()
