@@ -31,8 +31,9 @@ The roles (``--principal worker=svc-trust`` names the user another cluster has f
 
 - ``producer-<dimension>``: writes its own dimension's signal topic, nothing else;
 - ``worker``: reads signals, writes scores, revocations (and the reinstatement audit records on
-  it) and dead letters, reads and writes the internal topics (ticks, commands, config, agent-state
-  changelog) and Faust's, creates them when missing, uses its consumer group (the app id);
+  it) and dead letters, reads scores and revocations back (the dashboard's event stream), reads
+  and writes the internal topics (ticks, commands, config, agent-state changelog) and Faust's,
+  creates them when missing, uses its consumer group (the app id);
 - ``operator`` (the trust-streams console): writes config and commands, reads config,
   revocations, scores and dead letters (``config``, ``reinstate``, ``watch``), describes every
   topic (``topics --check``);
@@ -196,6 +197,9 @@ def acl_set(deployment: Deployment) -> list[Acl]:
         acls += _topic(worker, topic, read, describe)
     for topic in (names.scores, names.revocations, names.deadletter):
         acls += _topic(worker, topic, write, describe)
+    # Every worker's dashboard streams the whole fleet's updates (streams/web/events.py).
+    for topic in (names.scores, names.revocations):
+        acls += _topic(worker, topic, read)
     for topic in (names.ticks, names.commands, names.agent_state, names.config):
         acls += _topic(worker, topic, read, write, describe)
     # The worker reads the config topic's settings at start (see streams.kafka.topicadmin), and

@@ -60,7 +60,7 @@ from streams.web.pages import (
     summary,
     summary_of,
 )
-from streams.web.scan import FIRST_AGENT_KEY, AgentScan, Census, Stored
+from streams.web.scan import FIRST_AGENT_KEY, TIER_ORDER, AgentScan, Census, Stored
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,11 @@ class Api:
                 "total_agents": counts.agents,
                 "revoked_agents": counts.revoked,
                 "at_risk_agents": counts.at_risk,
+                # Per tier, e.g. "trusted_agents": summed across workers like the others.
+                **{
+                    f"{tier.value}_agents": n
+                    for tier, n in zip(TIER_ORDER, counts.by_tier, strict=False)
+                },
             }
             page.counted_at = counts.at
         return page

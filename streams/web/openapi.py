@@ -55,12 +55,27 @@ class RevocationSummary(_Strict):
     reason: str
 
 
+class ReinstatementSummary(_Strict):
+    reinstatement_id: str
+    reinstated_at: str
+    requested_by: str
+    reason: str
+    lifted_revocation_id: str
+    lifted_reason: str | None = Field(description="The lifted revocation's reason, when known")
+
+
 class Explanation(AgentSummary):
     dimensions: dict[Dimension, DimensionExplanation]
     recent_signals: list[RecentSignal]
-    history: list[HistoryEntry]
+    history: list[HistoryEntry] = Field(
+        description="The total at each recalculation (window closes, critical signals), oldest "
+        "first, the last 100"
+    )
     trend: Literal["improving", "degrading", "stable"]
-    revocation: RevocationSummary | None
+    revocation: RevocationSummary | None = Field(description="Set while the agent is revoked")
+    reinstatement: ReinstatementSummary | None = Field(
+        description="The revocation an operator lifted last, while not revoked again"
+    )
 
 
 class _Page(_Strict):
@@ -95,6 +110,11 @@ class HealthReport(_Page):
     total_agents: int | None = None
     revoked_agents: int | None = None
     at_risk_agents: int | None = None
+    verified_partner_agents: int | None = None
+    trusted_agents: int | None = None
+    standard_agents: int | None = None
+    probationary_agents: int | None = None
+    untrusted_agents: int | None = None
     counted_at: str | None = Field(
         description="When the oldest of the counts was taken (each worker counts at most once a "
         "minute); null: some worker has not finished counting, and the totals leave it out"
@@ -293,6 +313,22 @@ def document() -> dict[str, Any]:
                         **_ERRORS,
                     },
                 }
+            },
+            "/events": {
+                "get": _read(
+                    "The fleet's score updates and revocations as they are published "
+                    "(server-sent events: 'score' and 'revocation' carry the topics' JSON as it "
+                    "is, 'status' says whether the stream is live); never ends",
+                    {
+                        "200": {
+                            "description": "the event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "503": _json(
+                            ErrorBody, "this worker streams to as many browsers as it may"
+                        ),
+                    },
+                )
             },
             "/healthz": {"get": _open("Alive", "the event loop answers", "application/json")},
             "/readyz": {

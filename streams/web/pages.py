@@ -73,6 +73,26 @@ def explanation(did: str, state: AgentState, config: ScoringConfig) -> dict[str,
             "revoked_at": iso_utc(revocation.revoked_at_ms),
             "reason": revocation.reason,
         },
+        "reinstatement": _reinstatement(state),
+    }
+
+
+def _reinstatement(state: AgentState) -> dict[str, Any] | None:
+    """The last lifted revocation, while the agent has not been revoked again."""
+    lifted = state.reinstatement
+    if lifted is None or state.revoked:
+        return None
+    revocation = state.revocation
+    return {
+        "reinstatement_id": lifted.reinstatement_id,
+        "reinstated_at": iso_utc(lifted.reinstated_at_ms),
+        "requested_by": lifted.requested_by,
+        "reason": lifted.reason,
+        "lifted_revocation_id": lifted.lifted_revocation_id,
+        # What the lifted revocation said, when the state still holds it.
+        "lifted_reason": revocation.reason
+        if revocation is not None and revocation.revocation_id == lifted.lifted_revocation_id
+        else None,
     }
 
 

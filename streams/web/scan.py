@@ -43,9 +43,12 @@ import orjson
 
 from streams.scoring.agent import AgentState
 from streams.scoring.codec import READABLE_FORMATS, StateFormatError, decode_state
+from streams.scoring.model import Tier, tier_for
 from streams.state.files import raw_items
 from streams.state.store import StateStore
 
+#: Tiers as the census counts them.
+TIER_ORDER: tuple[Tier, ...] = tuple(Tier)
 #: The first key that is not reserved (reserved keys start with NUL).
 FIRST_AGENT_KEY = b"\x01"
 #: How long one slice may read before the loop is given back.
@@ -256,6 +259,8 @@ class Counts:
     at: float
     #: How long it took (seconds).
     took: float = 0.0
+    #: Agents per tier of their score, in the order of :class:`Tier` (highest first).
+    by_tier: tuple[int, ...] = ()
 
 
 class Census:
@@ -300,6 +305,7 @@ class Census:
 
     async def _count(self) -> Counts:
         tally = [0, 0, 0]
+        tiers = [0] * len(TIER_ORDER)
         threshold = self._threshold()
         started = time.monotonic()
 
@@ -308,7 +314,8 @@ class Census:
             tally[0] += 1
             tally[1] += revoked
             tally[2] += not revoked and score < threshold
+            tiers[TIER_ORDER.index(tier_for(score))] += 1
 
         await self._scan.scan(visit)
         took = time.monotonic() - started
-        return Counts(tally[0], tally[1], tally[2], self._clock(), took)
+        return Counts(tally[0], tally[1], tally[2], self._clock(), took, tuple(tiers))

@@ -25,6 +25,7 @@ from aiokafka.errors import (
 )
 
 from streams.kafka.topics import TopicNames
+from tests.support.events import EventStream
 from tests.support.secure_broker import (
     ACLS_SCRIPT,
     SecureBroker,
@@ -378,12 +379,18 @@ async def test_the_worker_runs_and_scores_with_only_its_own_acls(
     worker = WorkerProcess(env=env, log_path=tmp_path / "worker.log").start()
     try:
         await asyncio.to_thread(worker.wait_until_ready, 120.0)
+        # The dashboard's stream reads the outputs back, as worker too.
+        stream = await asyncio.to_thread(EventStream, worker.base_url)
+        await asyncio.to_thread(stream.live)
         did = "did:mesh:secure-1"
         producer = secure_broker.principal("producer-policy_compliance").client_options()
         await produce(producer, names.signals[0], signal_value(did, 0.9), key=did.encode())
         reader = secure_broker.principal("scores-reader").client_options()
         score = orjson.loads(await read_one(reader, names.scores))
         assert score["agent_did"] == did, score
+        streamed = await asyncio.to_thread(stream.until, "score", lambda b: b["agent_did"] == did)
+        assert streamed == score
+        stream.close()
     finally:
         worker.ensure_stopped()
         await acls.remove(admin_options, bindings)

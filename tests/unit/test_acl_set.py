@@ -54,8 +54,9 @@ def test_outputs_are_written_by_the_worker_and_read_by_their_audiences(
 ) -> None:
     for topic in (NAMES.scores, NAMES.revocations, NAMES.deadletter):
         assert who(bindings, acls, "WRITE", topic) == {"worker"}
-    assert who(bindings, acls, "READ", NAMES.scores) == {"operator", "scores-reader"}
-    assert who(bindings, acls, "READ", NAMES.revocations) == {"operator", "security-team"}
+    # The worker too: its dashboard streams the fleet's updates.
+    assert who(bindings, acls, "READ", NAMES.scores) == {"operator", "scores-reader", "worker"}
+    assert who(bindings, acls, "READ", NAMES.revocations) == {"operator", "security-team", "worker"}
     assert who(bindings, acls, "READ", NAMES.deadletter) == {"operator"}
 
 
