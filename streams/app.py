@@ -127,6 +127,7 @@ def create_app(settings: Settings) -> TrustApp:
         config_at=config.at,
         config_ready=config.ready,
         merge_wait_ms=round(settings.signal_merge_wait_seconds * 1000),
+        release_max=settings.batch_max,
         intake=SignalIntake(
             max_bytes=settings.max_message_bytes,
             partitions=settings.partitions,

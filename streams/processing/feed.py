@@ -44,6 +44,8 @@ HeldStates = Callable[[], int]
 THROTTLE_POLL_S = 0.005
 #: Longest a fetch waits for records when nothing is held for a time.
 FETCH_WAIT_MS = 200
+#: Longest the broker holds a fetch request that finds nothing new.
+FETCH_MAX_WAIT_MS = 50
 
 
 class SignalFeed:
@@ -100,7 +102,13 @@ class SignalFeed:
 
     async def start(self) -> None:
         consumer = clients.consumer(
-            self._kafka, purpose="signal-feed", max_partition_fetch_bytes=self._fetch_bytes
+            self._kafka,
+            purpose="signal-feed",
+            max_partition_fetch_bytes=self._fetch_bytes,
+            # A topic-partition drained by the merge is fetched again only once the fetch in
+            # flight returns; the broker's default long poll (500 ms) would stall the merge that
+            # long each time (measured: stalls of 0.3-1 s draining a backlog).
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await consumer.start()
         async with self._turn:

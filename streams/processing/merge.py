@@ -12,8 +12,10 @@ earliest of all: one stamped earlier may still be on its way. So it is held:
 - if that topic-partition is caught up (nothing more on the broker as of the last fetch), until
   ``wait_ms`` after the record's time (or its arrival, if earlier): a signal reaching the worker
   later than that after its timestamp may be applied after a later-stamped one;
-- if it is not caught up (records exist that the consumer has not fetched yet), until
-  ``fetch_wait_ms`` after the record arrived, which only a stalled fetch exceeds.
+- if it is not caught up (records exist that the consumer has not handed over yet), until
+  ``fetch_wait_ms`` after that topic-partition was first found empty, which only a stalled fetch
+  exceeds. (Not after the record arrived: a record can sit behind thousands in its queue for
+  longer than that, while the empty queue's next records are already fetched.)
 
 In a backlog every record is long past its time, so only unfetched records are waited for. Live,
 a signal waits until the other four topics have shown something later, at most ``wait_ms``.
@@ -24,12 +26,15 @@ released as soon as it is first in its topic-partition.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from streams.processing.intake import AcceptedSignal, Rejection, SignalIntake
 from streams.scoring.windows import WindowPolicy
+
+log = logging.getLogger(__name__)
 
 #: Order of a record that is not a valid signal: ahead of every signal time.
 _REJECTED = -1
@@ -108,11 +113,18 @@ class SignalMerge:
         #: Installed by the signal feed, which knows what the consumer has fetched.
         self.caught_up = caught_up
         self._queues: dict[int, list[deque[Arrived]]] = {}
+        #: When each (partition, dimension) not caught up was first found empty (epoch ms).
+        self._empty_since: dict[tuple[int, int], int] = {}
+        self._forced_logged: set[tuple[int, int]] = set()
         #: Earliest wall-clock time (epoch ms) a held record may be released; None: none held.
         self.next_release_ms: int | None = None
+        #: Times a record went ahead of a topic-partition that was not caught up and gave
+        #: nothing for ``fetch_wait_ms``: its records may then come after later-stamped ones.
+        self.forced = 0
 
     def add(self, records: Iterable[Arrived]) -> None:
         queues = self._queues
+        filled = set()
         for record in records:
             partition_queues = queues.get(record.partition)
             if partition_queues is None:
@@ -120,25 +132,43 @@ class SignalMerge:
                     deque() for _ in range(self.dimensions)
                 ]
             partition_queues[record.dimension].append(record)
+            filled.add((record.partition, record.dimension))
+        for key in filled:
+            self._empty_since.pop(key, None)
+            self._forced_logged.discard(key)
 
-    def release(self, now_ms: int) -> list[Arrived]:
-        """Every record that may go now, in merged order per partition."""
+    def release(self, now_ms: int, limit: int | None = None) -> list[Arrived]:
+        """The records that may go now, in merged order per partition: all of them, or the
+        first ``limit`` (then :attr:`next_release_ms` is ``now_ms``: more may go at once)."""
         released: list[Arrived] = []
         next_release: int | None = None
         for partition, queues in self._queues.items():
-            held_until = self._release_partition(partition, queues, now_ms, released)
+            room = None if limit is None else limit - len(released)
+            if room is not None and room <= 0:
+                next_release = now_ms
+                break
+            held_until = self._release_partition(partition, queues, now_ms, released, room)
             if held_until is not None and (next_release is None or held_until < next_release):
                 next_release = held_until
         self.next_release_ms = next_release
         return released
 
     def _release_partition(
-        self, partition: int, queues: list[deque[Arrived]], now_ms: int, out: list[Arrived]
+        self,
+        partition: int,
+        queues: list[deque[Arrived]],
+        now_ms: int,
+        out: list[Arrived],
+        room: int | None,
     ) -> int | None:
-        """Release what may go; the time the first record held may go (None: none held)."""
+        """Release what may go (at most ``room``); when the first record held may go (None:
+        none held)."""
         # Asked once per call: what the consumer has fetched does not change meanwhile.
         empty_limits: dict[int, int] = {}
+        released = 0
         while True:
+            if room is not None and released >= room:
+                return now_ms
             best: deque[Arrived] | None = None
             best_key: tuple[int, int, int] | None = None
             empty = []
@@ -160,14 +190,30 @@ class SignalMerge:
                         caught_up = empty_limits[dimension] = int(
                             self.caught_up(dimension, partition)
                         )
-                    limit = (
-                        min(head.event_ms, head.arrived_ms) + self.wait_ms
-                        if caught_up
-                        else head.arrived_ms + self.fetch_wait_ms
-                    )
+                    if caught_up:
+                        limit = min(head.event_ms, head.arrived_ms) + self.wait_ms
+                    else:
+                        since = self._empty_since.setdefault((partition, dimension), now_ms)
+                        limit = since + self.fetch_wait_ms
                     if now_ms < limit:
                         return limit
+                    if not caught_up:
+                        self._forced(partition, dimension)
             out.append(best.popleft())
+            released += 1
+
+    def _forced(self, partition: int, dimension: int) -> None:
+        self.forced += 1
+        if (partition, dimension) not in self._forced_logged:
+            self._forced_logged.add((partition, dimension))  # once per stall: not per record
+            log.warning(
+                "Signals of partition %d go ahead of its signal topic %d, which has given "
+                "nothing for %d ms though not caught up: that topic's records may come after "
+                "later-stamped ones",
+                partition,
+                dimension,
+                self.fetch_wait_ms,
+            )
 
     def idle(self, partition: int) -> bool:
         """Nothing of ``partition`` is held, and every one of its topic-partitions is caught up."""
@@ -188,6 +234,9 @@ class SignalMerge:
         stored positions, it comes back."""
         if partitions is None:
             self._queues.clear()
+            self._empty_since.clear()
         else:
-            for partition in partitions:
+            gone = set(partitions)
+            for partition in gone:
                 self._queues.pop(partition, None)
+            self._empty_since = {k: v for k, v in self._empty_since.items() if k[0] not in gone}

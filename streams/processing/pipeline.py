@@ -88,7 +88,10 @@ class ScoringPipeline:
         ownership: Ownership | None = None,
         config_at: ConfigAt | None = None,
         merge_wait_ms: int = 0,
-        merge_fetch_wait_ms: int = 2_000,
+        # A topic-partition not caught up is waited for this long (see processing.merge):
+        # measured, fetches under load hand records over up to a second apart.
+        merge_fetch_wait_ms: int = 30_000,
+        release_max: int = 2_000,
     ) -> None:
         self.app = app
         self.store = store
@@ -117,6 +120,8 @@ class ScoringPipeline:
             len(names.signals), wait_ms=merge_wait_ms, fetch_wait_ms=merge_fetch_wait_ms
         )
         self.handlers.idle = self.merge.idle
+        #: Signals applied per turn at most: a turn holds the event loop (ticks, HTTP).
+        self.release_max = release_max
         # The handlers' per-partition indexes, shared: dropped here when a partition goes.
         self.schedules = self.handlers.schedules
         self.clocks = self.handlers.clocks
@@ -193,7 +198,7 @@ class ScoringPipeline:
                         records, self.handlers.intake, self.windows, self.dimension_of_topic, now_ms
                     )
                 )
-            released = self.merge.release(now_ms)
+            released = self.merge.release(now_ms, self.release_max)
             if released:
                 await self._process_records(released)
                 self._stage_positions(released)
