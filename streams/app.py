@@ -286,6 +286,13 @@ def create_app(settings: Settings) -> TrustApp:
         task.add_done_callback(crash_on_failure)
         takeover[0] = task
 
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def write_before_stopping(sender: Any, *args: Any, **_: Any) -> None:
+        # Faust stops its producer before it cancels the tasks, so the feed's own stop (in its
+        # task's finally) would find no producer for the final write of the states it holds:
+        # stop it here, while Faust's consumer is stopped and its producer still runs.
+        await feed.stop()
+
     install_observability(app, pipeline, config, feed, broker)
     api = install_api(app, settings, table, store, config, ownership, own_url)
     install_dashboard(app, settings, api.tokens)

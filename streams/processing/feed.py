@@ -178,6 +178,8 @@ class SignalFeed:
         while True:
             await self._owned.wait()
             consumer = self._consumer
+            if consumer is None:
+                return  # stopped (see stop): what it held is written
             try:
                 fetched = await consumer.getmany(
                     timeout_ms=self._fetch_wait_ms(), max_records=self._batch_max
@@ -187,6 +189,8 @@ class SignalFeed:
                 await asyncio.sleep(0.5)
                 continue
             async with self._turn:
+                if self._consumer is None:
+                    return  # stopped while fetching
                 owned = self.partitions
                 records: list[Any] = []
                 for tp, batch in fetched.items():

@@ -183,7 +183,9 @@ class SignalMerge:
             if best is None:
                 return None
             head = best[0]
+            forced: list[int] = []
             if head.event_ms != _REJECTED:
+                held_until = 0
                 for dimension in empty:
                     caught_up = empty_limits.get(dimension)
                     if caught_up is None:
@@ -195,15 +197,18 @@ class SignalMerge:
                     else:
                         since = self._empty_since.setdefault((partition, dimension), now_ms)
                         limit = since + self.fetch_wait_ms
-                    if now_ms < limit:
-                        return limit
-                    if not caught_up:
-                        self._forced(partition, dimension)
+                        forced.append(dimension)
+                    held_until = max(held_until, limit)
+                if now_ms < held_until:
+                    return held_until
+            if forced:
+                self.forced += 1
+                for dimension in forced:
+                    self._log_forced(partition, dimension)
             out.append(best.popleft())
             released += 1
 
-    def _forced(self, partition: int, dimension: int) -> None:
-        self.forced += 1
+    def _log_forced(self, partition: int, dimension: int) -> None:
         if (partition, dimension) not in self._forced_logged:
             self._forced_logged.add((partition, dimension))  # once per stall: not per record
             log.warning(

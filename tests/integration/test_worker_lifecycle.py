@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.support.kafka_io import consume, create_topics
+from tests.support.broker import REPO_ROOT
+from tests.support.kafka_io import consume, create_topics, produce
+from tests.support.signals import DIMENSIONS, signal_value
 
 
 async def _group_members(bootstrap: str, group: str) -> int:
@@ -59,3 +67,39 @@ async def test_worker_refuses_to_start_when_signal_topics_disagree_in_partition_
     assert "must share one partition count" in log
     assert f"{topic_prefix}signals.security_posture=2" in log
     assert "Traceback" not in log
+
+
+async def test_a_worker_stopped_while_draining_a_backlog_writes_what_it_holds_and_exits_cleanly(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    # States are written every 30 s only: on SIGTERM it holds tens of thousands changed states.
+    worker = spawn_worker(start=False, state_flush_seconds="30", partitions="6")
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streams", "topics"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **worker.env},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    await produce(
+        kafka_bootstrap,
+        (
+            (
+                f"{topic_prefix}signals.{DIMENSIONS[i % 5]}",
+                f"did:mesh:backlog-{i % 60_000:05d}".encode(),
+                signal_value(f"did:mesh:backlog-{i % 60_000:05d}", 0.8),
+            )
+            for i in range(200_000)
+        ),
+    )
+    worker.start()
+    worker.wait_until_ready(timeout=120)
+    worker.wait_for_log("Progress: signals applied", timeout=60)
+    started = time.monotonic()
+    assert worker.terminate(timeout=60) == 0, worker.log[-4000:]
+    log = worker.log_since_start()
+    print(f"stopped in {time.monotonic() - started:.1f} s")
+    assert "Final write of staged state skipped" not in log, log[-4000:]
+    assert "Traceback" not in log, log[-4000:]
