@@ -15,6 +15,11 @@ browser gets what it reads. Nothing here can hold up scoring:
   others;
 - writing to a browser happens in that browser's own request handler, which alone waits for it.
 
+Measured on this machine (100,000 score updates of 728 bytes read as the hub reads them, 1 to
+30 browsers): the consumer took 2.4-2.8 us of the loop's CPU per record and framing and offering
+it 0.8 us, whatever the number of browsers; at 100,000 agents updated every 30 s that is about
+1% of a core, and nothing while no browser is connected.
+
 A new browser first gets the last revocations seen (up to :data:`RECENT_REVOCATIONS`; when the
 consumer starts it reads up to :data:`BACKFILL_PER_PARTITION` records back on each revocation
 partition for them), then a ``status`` event saying the stream is live: from then on every update

@@ -49,9 +49,9 @@ def _value(rng: random.Random, kind: str, dimension: str, age: float) -> float:
         return rng.uniform(0.35, 0.8)
     if kind == "degrading":
         return max(0.3, rng.uniform(0.6, 1.0) - age / 60)
-    # Malicious: probes security boundaries and ignores policy, later than the others.
-    if dimension in ("security_posture", "policy_compliance") and age > 20:
-        return rng.choice((0.0, 0.05, 0.1, 0.6))
+    # Malicious: after a quiet start, probes security boundaries, ignores policy, fakes output.
+    if age > 10 and dimension in ("security_posture", "policy_compliance", "output_quality"):
+        return rng.choice((0.0, 0.0, 0.05, 0.1))
     return rng.uniform(0.5, 0.9)
 
 
@@ -75,9 +75,11 @@ async def _fleet(bootstrap: str, prefix: str, agents: int, seconds: float) -> No
             await asyncio.sleep(0.5)
 
 
-async def _shoot(base_url: str, out: Path, fleet: asyncio.Task[None]) -> None:
+async def _shoot(base_url: str, out: Path, seconds: float) -> None:
     from playwright.async_api import async_playwright, expect
 
+    # Opened late in the run: the fleet counts are taken at the first look (then once a minute).
+    await asyncio.sleep(max(0.0, seconds - 15))
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium")
         page = await browser.new_page(viewport={"width": 1440, "height": 1000})
@@ -85,18 +87,18 @@ async def _shoot(base_url: str, out: Path, fleet: asyncio.Task[None]) -> None:
         await expect(page.locator("#stream-status")).to_have_attribute(
             "data-state", "live", timeout=30_000
         )
-        await fleet
-        await asyncio.sleep(6)  # the last windows close; the fleet counts are refreshed
-        await page.reload()
-        await expect(page.locator("#stream-status")).to_have_attribute("data-state", "live")
-        await asyncio.sleep(4)
+        at_risk = page.locator("#at-risk a.did").first
+        await expect(at_risk).to_be_visible(timeout=30_000)
+        await at_risk.click()  # the same page: live updates keep coming in
+        await expect(page.locator("#history-chart circle.point").first).to_be_visible()
+        await asyncio.sleep(8)
         await page.screenshot(path=str(out / "dashboard.png"), full_page=True)
         revoked = page.locator("#revocations li a.did").first
-        did = await revoked.text_content() if await revoked.count() else "did:mesh:agent-004"
-        await page.goto(f"{base_url}/ui/#agent={did}")
-        await expect(page.locator("#history-chart circle.point").first).to_be_visible()
+        await expect(revoked).to_be_visible(timeout=30_000)
+        await revoked.click()
+        await expect(page.locator("#agent-status")).to_have_text("revoked")
         await asyncio.sleep(1)
-        await page.screenshot(path=str(out / "dashboard-agent.png"), full_page=True)
+        await page.locator("#agent-card").screenshot(path=str(out / "dashboard-agent.png"))
         await browser.close()
 
 
@@ -110,8 +112,10 @@ async def main(args: argparse.Namespace) -> None:
     worker = WorkerProcess(env=env, log_path=folder / "worker.log").start()
     try:
         worker.wait_until_ready(timeout=120)
-        fleet = asyncio.ensure_future(_fleet(bootstrap, prefix, args.agents, args.seconds))
-        await _shoot(worker.base_url, Path(args.out), fleet)
+        await asyncio.gather(
+            _fleet(bootstrap, prefix, args.agents, args.seconds),
+            _shoot(worker.base_url, Path(args.out), args.seconds),
+        )
     finally:
         worker.terminate()
     print(f"wrote {args.out}/dashboard.png and {args.out}/dashboard-agent.png")
@@ -119,7 +123,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=80.0)
     parser.add_argument("--agents", type=int, default=32)
     parser.add_argument("--out", default="docs")
     asyncio.run(main(parser.parse_args()))

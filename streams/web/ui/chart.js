@@ -67,7 +67,7 @@ export function tierBars(container, counts) {
 export function historyChart(container, history, thresholds) {
   const width = 640;
   const height = 230;
-  const pad = { left: 40, right: 12, top: 10, bottom: 26 };
+  const pad = { left: 40, right: 86, top: 10, bottom: 26 };
   const svg = canvas(container, width, height, "score history");
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
@@ -87,7 +87,8 @@ export function historyChart(container, history, thresholds) {
       x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value),
       class: `threshold ${name}`, "data-threshold": name,
     }, svg);
-    node("text", { x: width - pad.right - 4, y: y(value) - 4, "text-anchor": "end", class: `threshold-label ${name}` },
+    // In the right margin, where no point is drawn.
+    node("text", { x: width - pad.right + 6, y: y(value) + 4, class: `threshold-label ${name}` },
       svg, `${name} ${value}`);
   }
   if (!history.length) {
@@ -129,8 +130,8 @@ export function dimensionBars(container, dimensions) {
   const entries = Object.entries(dimensions);
   const rowHeight = 34;
   const width = 640;
-  const labelWidth = 160;
-  const valueWidth = 210;
+  const labelWidth = 150;
+  const valueWidth = 250;
   const span = width - labelWidth - valueWidth;
   const svg = canvas(container, width, rowHeight * entries.length, "points per dimension");
   const most = Math.max(1, ...entries.map(([, d]) => d.weight * 1000));
@@ -142,9 +143,9 @@ export function dimensionBars(container, dimensions) {
     node("rect", { x: labelWidth, y: y + 8, width: full, height: 18, rx: 3, class: "track" }, row);
     const filled = full * Math.min(1, d.score / 100);
     node("rect", { x: labelWidth, y: y + 8, width: filled, height: 18, rx: 3, fill: tierOf(d.score * 10).color }, row);
-    node("text", { x: labelWidth + span + 10, y: y + 21, class: "value-label" }, row,
-      `${d.contribution.toFixed(1)} of ${Math.round(d.weight * 1000)} pts`);
+    node("text", { x: labelWidth + span + 12, y: y + 21, class: "value-label" }, row,
+      `${d.contribution.toFixed(1)} / ${Math.round(d.weight * 1000)} pts`);
     node("text", { x: width, y: y + 21, "text-anchor": "end", class: "axis-label" }, row,
-      `${d.score.toFixed(0)}/100 · ${d.signal_count} sig.`);
+      `score ${d.score.toFixed(0)} · ${d.signal_count} signals`);
   });
 }
