@@ -17,12 +17,15 @@ first processing recorded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
 
 from streams.scoring.agent import AgentState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -41,6 +44,28 @@ class PartitionClock:
             return cls()
         time_ms, offset = orjson.loads(raw)
         return cls(time_ms, offset)
+
+
+def stored_clock(
+    partition: int, raw: bytes | None, stream_time_ms: int | None, limit_ms: int
+) -> PartitionClock:
+    """A partition's clock as stored: the stream time stored with the signal positions it was
+    reached at (``stream_time_ms``); the clock record's own time only where an earlier release
+    kept none there (that record is written ahead of the positions, on ticks). Never beyond
+    ``limit_ms``: a clock ahead of time would make every on-time signal late until time caught
+    up (stored before ticks were checked, or by a wall clock since set back)."""
+    clock = PartitionClock.decode(raw)
+    if stream_time_ms is not None:
+        clock.time_ms = stream_time_ms
+    if clock.time_ms > limit_ms:
+        log.error(
+            "Partition %d: stored clock %d is ahead of the wall clock; held back to %d",
+            partition,
+            clock.time_ms,
+            limit_ms,
+        )
+        clock.time_ms = limit_ms
+    return clock
 
 
 def encode_tick(now_ms: int) -> bytes:

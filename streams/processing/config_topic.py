@@ -53,7 +53,9 @@ class FloorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     floor: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-    min_signals: Annotated[int, Field(ge=1)] = 1
+    # Bounded: a floor needing more signals than that would never apply, and an unbounded
+    # integer could not even be logged (JSON numbers are 64-bit).
+    min_signals: Annotated[int, Field(ge=1, le=1_000_000)] = 1
 
 
 class ConfigUpdate(BaseModel):

@@ -20,7 +20,7 @@ from typing import Any
 
 from streams.kafka.delivery import Outgoing
 from streams.kafka.topics import TopicNames
-from streams.processing.closing import PartitionClock, PartitionSchedule
+from streams.processing.closing import PartitionClock, PartitionSchedule, stored_clock
 from streams.processing.control import ControlRecords
 from streams.processing.durability import Outbox
 from streams.processing.intake import Rejection, SignalIntake, dead_letter
@@ -93,6 +93,8 @@ class RecordHandlers:
         #: Whether a partition has nothing left to read on any signal topic (the signal feed's
         #: merge installs it): only then do ticks move its stream time.
         self.idle: Callable[[int], bool] = lambda _partition: True
+        #: The stream time stored with a partition's signal positions (the pipeline's).
+        self.stored_stream_time: Callable[[int], int | None] = lambda _partition: None
         self.intake = intake
         self.counters = counters
         self.now_ms = now_ms
@@ -125,19 +127,12 @@ class RecordHandlers:
     def clock_for(self, partition: int) -> PartitionClock:
         clock = self.clocks.get(partition)
         if clock is None:
-            clock = PartitionClock.decode(self.store.get(partition, CLOCK_KEY))
-            limit = self.now_ms() + self.tick_tolerance_ms
-            if clock.time_ms > limit:
-                # Stored before ticks were checked (or by a wall clock since set back): a clock
-                # ahead of time would make every on-time signal late until time caught up.
-                log.error(
-                    "Partition %d: stored clock %d is ahead of the wall clock; held back to %d",
-                    partition,
-                    clock.time_ms,
-                    limit,
-                )
-                clock.time_ms = limit
-            self.clocks[partition] = clock
+            clock = self.clocks[partition] = stored_clock(
+                partition,
+                self.store.get(partition, CLOCK_KEY),
+                self.stored_stream_time(partition),
+                self.now_ms() + self.tick_tolerance_ms,
+            )
         return clock
 
     def process_partition(self, partition: int, records: list[Any], outbox: Outbox) -> None:

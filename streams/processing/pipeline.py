@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import orjson
-
 from streams.kafka.delivery import Delivery
 from streams.kafka.topics import TopicNames
 from streams.processing.durability import Durability, Outbox
@@ -31,10 +29,11 @@ from streams.processing.handlers import PipelineCounters, RecordHandlers
 from streams.processing.intake import DEFAULT_KEPT_BYTES, SignalIntake
 from streams.processing.merge import SignalMerge, arrivals
 from streams.processing.ownership import Ownership
+from streams.processing.progress import SignalProgress
 from streams.scoring.agent import ConfigAt
 from streams.scoring.model import ScoringConfig
 from streams.scoring.windows import WindowPolicy
-from streams.state.store import SIGNAL_POSITIONS_KEY, PartitionStates, StateStore
+from streams.state.store import PartitionStates, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,9 @@ class ScoringPipeline:
         self._turn = asyncio.Lock()
         #: Keeps the order in which states, outputs and progress are stored (see its module).
         self.durability = Durability(store, delivery, self._turn)
-        self._positions: dict[int, list[int]] = {}
+        #: Signal positions and stream time, stored together (see its module).
+        self.progress = SignalProgress(store, names.signals)
+        self.handlers.stored_stream_time = self.progress.stored_stream_time
         #: Which partitions are owned: only their records are processed.
         self.ownership = ownership if ownership is not None else Ownership()
         #: How long window closing may hold the lock before letting a signal batch in.
@@ -159,8 +160,7 @@ class ScoringPipeline:
         self.offsets.forget(partitions)
         self.merge.forget(partitions)
         self.store.forget(partitions)
-        for p in partitions:
-            self._positions.pop(p, None)
+        self.progress.forget(partitions)
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         """Process Faust's events (ticks and commands), guarding against skipped offsets.
@@ -175,7 +175,10 @@ class ScoringPipeline:
             admitted, holes = self.offsets.admit(events)
             records = [record_of(event) for event in admitted]
             # Records of a partition revoked meanwhile: not committed, the new owner reads them.
-            await self._process_records([r for r in records if r.partition in self.restored])
+            owned = [r for r in records if r.partition in self.restored]
+            await self._process_records(owned)
+            # Stream time that ticks moved is stored with the positions, as the signals' is.
+            self._stage_progress({r.partition for r in owned if r.topic == self.names.ticks})
             await self.durability.commit_clocks()
             if holes:
                 await self.offsets.rewind_holes(holes)
@@ -201,28 +204,17 @@ class ScoringPipeline:
             released = self.merge.release(now_ms, self.release_max)
             if released:
                 await self._process_records(released)
-                self._stage_positions(released)
+                self._stage_progress(self.progress.advance(released))
             self._signal_turn_seconds = time.perf_counter() - started
 
     def signal_positions(self, partition: int) -> list[int]:
         """Next offset to read per signal topic (dimension order) of ``partition``: the position
         stored with its states, so that states and positions always move together."""
-        positions = self._positions.get(partition)
-        if positions is None:
-            stored = self.store.signal_positions(partition)
-            positions = self._positions[partition] = stored or [0] * len(self.names.signals)
-        return positions
+        return self.progress.positions(partition)
 
-    def _stage_positions(self, records: Sequence[Any]) -> None:
-        # A partition's records come in offset order: the last of each topic-partition wins.
-        last = {(record.topic, record.partition): record.offset for record in records}
-        moved: set[int] = set()
-        for (topic, partition), offset in last.items():
-            self.signal_positions(partition)[self.dimension_of_topic[topic]] = offset + 1
-            moved.add(partition)
-        for partition in moved:
-            positions = self._positions[partition]
-            self.store.stage_last(partition, SIGNAL_POSITIONS_KEY, orjson.dumps(positions))
+    def _stage_progress(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.progress.stage(partition, self.handlers.clock_for(partition).time_ms)
 
     @property
     def observe_latency(self) -> Callable[[float], None] | None:

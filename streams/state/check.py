@@ -60,14 +60,15 @@ def clock_problem(raw: bytes) -> str | None:
 
 
 def positions_problem(raw: bytes, signal_topics: int) -> str | None:
-    """Why stored signal positions are unusable: one next offset (>= 0) per signal topic."""
+    """Why stored signal positions are unusable: one next offset (>= 0) per signal topic, then
+    (from this release) the stream time they reached."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return f"signal positions do not decode: {exc}"
     if not (
         isinstance(value, list)
-        and len(value) == signal_topics
+        and len(value) in (signal_topics, signal_topics + 1)
         and all(_is_int(v) and v >= 0 for v in value)
     ):
         return f"signal positions are not {signal_topics} offsets"
