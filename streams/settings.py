@@ -188,6 +188,14 @@ class Settings(KafkaSecuritySettings):
         description="Bearer token every read of agents and configuration over HTTP needs (the "
         "admin token also grants reads); unset: reads are open.",
     )
+    api_fleet_pages_per_second: float = Field(
+        default=10.0,
+        gt=0,
+        le=1000,
+        description="Pages of the fleet-wide views (/agents/at-risk, /health-report) a worker "
+        "starts per second at most, however many clients ask: reading the fleet never takes "
+        "more than a small share of scoring's time.",
+    )
     web_forward_timeout_seconds: float = Field(
         default=5.0,
         gt=0,

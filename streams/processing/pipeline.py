@@ -176,15 +176,22 @@ class ScoringPipeline:
             records = [record_of(event) for event in admitted]
             # Records of a partition revoked meanwhile: not committed, the new owner reads them.
             owned = [r for r in records if r.partition in self.restored]
+            tick_partitions = {r.partition for r in owned if r.topic == self.names.ticks}
+            last_ticks = {p: self.handlers.clock_for(p).last_tick_offset for p in tick_partitions}
             await self._process_records(owned)
             # Stream time that ticks moved is stored with the positions, as the signals' is.
-            self._stage_progress({r.partition for r in owned if r.topic == self.names.ticks})
+            self._stage_progress(tick_partitions)
             await self.durability.commit_clocks()
             if holes:
                 await self.offsets.rewind_holes(holes)
+        # Partitions a tick of this batch was applied to: closes are recorded as that tick's,
+        # and re-published if it is delivered again, so only they close now (a tick committed
+        # already would never be delivered again).
+        clock = self.handlers.clock_for
+        ticked = {p for p, last in last_ticks.items() if clock(p).last_tick_offset != last}
         # Before returning, so that Faust commits a tick's offset once its closes are done (or,
         # for very many, under way: see _close_due).
-        await self._close_due()
+        await self._close_due(ticked)
 
     async def process_records(self, records: Sequence[Any]) -> None:
         """Process signal records read by a plain aiokafka consumer (offsets are contiguous
@@ -255,8 +262,8 @@ class ScoringPipeline:
             self.durability.fail(exc)
             raise
 
-    async def _close_due(self) -> None:
-        """Close the windows that ticks found due, a time slice at a time.
+    async def _close_due(self, partitions: set[int]) -> None:
+        """Close the windows found due in ``partitions``, a time slice at a time.
 
         Why slices: at a window's end every agent active in it is due at once (tens of
         thousands), and closing them in one turn would hold every signal behind it; a
@@ -272,10 +279,10 @@ class ScoringPipeline:
         """
         deadline = time.perf_counter() + CLOSE_BUDGET_SECONDS
         while time.perf_counter() < deadline and any(
-            schedule.pending for schedule in self.schedules.values()
+            self.schedules[p].pending for p in partitions if p in self.schedules
         ):
             async with self._turn:
-                await self._close_slice()
+                await self._close_slice(partitions)
             await asyncio.sleep(0)
 
     def _close_turn_seconds(self) -> float:
@@ -288,12 +295,14 @@ class ScoringPipeline:
             CLOSE_SLICE_MAX_SECONDS, max(self.close_slice_seconds, self._signal_turn_seconds)
         )
 
-    async def _close_slice(self) -> None:
+    async def _close_slice(self, partitions: set[int]) -> None:
         outbox = Outbox()
         try:
             deadline = time.perf_counter() + self._close_turn_seconds()
             config = self.config()
             for partition, schedule in list(self.schedules.items()):
+                if partition not in partitions:
+                    continue
                 clock = self.handlers.clock_for(partition)
                 states = PartitionStates(self.store, partition)
                 pending = schedule.pending

@@ -60,7 +60,7 @@ from streams.web.pages import (
     summary,
     summary_of,
 )
-from streams.web.scan import FIRST_AGENT_KEY, TIER_ORDER, AgentScan, Census, Stored
+from streams.web.scan import FIRST_AGENT_KEY, TIER_ORDER, AgentScan, Census, Pacer, Stored
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Api:
         self.timeout = settings.web_forward_timeout_seconds
         self.forwarder = Forwarder(app, table_name, own_url, self.timeout)
         self.scan = AgentScan(store, lambda: ownership.owned)
+        self.pacer = Pacer(settings.api_fleet_pages_per_second)
         self.census = Census(self.scan, lambda: config.current.warning_threshold)
 
     # -- one agent -----------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class Api:
             after = decode_cursor(request.query.get("cursor"))
             start = FIRST_AGENT_KEY if after is None else after.encode() + b"\x00"
             if request.headers.get(FORWARDED):
+                await self.pacer.turn()
                 return view.json((await read(start, limit, request)).to_json()), {}
         except BadRequest as exc:
             return _error(view, 422, str(exc)), {}
@@ -194,6 +196,7 @@ class Api:
         if request.query.get("cursor"):
             params["cursor"] = request.query["cursor"]
         authorization = request.headers.get("Authorization")
+        await self.pacer.turn()
         own, asked = await asyncio.gather(
             read(start, limit, request),
             self.forwarder.fan_out(request.rel_url.path, params, authorization),

@@ -250,6 +250,27 @@ class AgentScan:
         return None
 
 
+class Pacer:
+    """At most ``per_second`` turns a second, taken in order: fleet-wide pages start no more
+    often, however many clients ask. The slices bound what one page costs scoring; this bounds
+    how many pages there are (serving a page, HTTP and JSON included, costs the loop a few
+    milliseconds besides its slices). Measured (the apiload benchmark), a client reading pages in
+    a loop took about 34 a second and raised revocation latency by a fifth at p99."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / per_second
+        self._clock = clock
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def turn(self) -> None:
+        async with self._lock:
+            wait = self._next - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = max(self._clock(), self._next) + self.interval
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
     agents: int

@@ -14,7 +14,7 @@ from streams.kafka.delivery import DeliveryHealth, Retrying
 from streams.scoring.agent import AgentState
 from streams.scoring.codec import StateFormatError, decode_state, encode_state
 from streams.state.store import StateStore
-from streams.web.scan import AgentScan, Census, Stored, score_and_revoked
+from streams.web.scan import AgentScan, Census, Pacer, Stored, score_and_revoked
 from tests.support.fake_kafka import FakeBatch, FakeProducer
 
 
@@ -205,3 +205,21 @@ async def test_a_census_not_done_in_time_answers_the_last_counts(tmp_path: Path)
         if counts is not None:
             break
     assert counts is not None and counts.agents == 100
+
+
+async def test_the_pacer_starts_at_most_so_many_pages_a_second(monkeypatch) -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    monkeypatch.setattr("streams.web.scan.asyncio.sleep", sleep)
+    pacer = Pacer(10, clock=lambda: now[0])
+    for _ in range(4):
+        await pacer.turn()
+    assert slept == [0.1, 0.1, 0.1]  # the first at once, then one every tenth of a second
+    now[0] += 5.0  # idle for a while: no burst owed, the next goes at once
+    await pacer.turn()
+    assert slept == [0.1, 0.1, 0.1]
