@@ -116,6 +116,7 @@ class SignalMerge:
         #: When each (partition, dimension) not caught up was first found empty (epoch ms).
         self._empty_since: dict[tuple[int, int], int] = {}
         self._forced_logged: set[tuple[int, int]] = set()
+        self._turn = 0
         #: Earliest wall-clock time (epoch ms) a held record may be released; None: none held.
         self.next_release_ms: int | None = None
         #: Times a record went ahead of a topic-partition that was not caught up and gave
@@ -142,7 +143,11 @@ class SignalMerge:
         first ``limit`` (then :attr:`next_release_ms` is ``now_ms``: more may go at once)."""
         released: list[Arrived] = []
         next_release: int | None = None
-        for partition, queues in self._queues.items():
+        # Each call starts one partition further on: with a limit, the first partitions would
+        # otherwise go first every time, and a backlog of the others wait for them to drain.
+        order = list(self._queues.items())
+        self._turn = (self._turn + 1) % max(1, len(order))
+        for partition, queues in order[self._turn :] + order[: self._turn]:
             room = None if limit is None else limit - len(released)
             if room is not None and room <= 0:
                 next_release = now_ms

@@ -27,6 +27,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.kafka.topics import TopicNames
+from tests.oracle import DIMENSIONS
 from tests.support.broker import REPO_ROOT
 from tests.support.eventtime import Expected, LoggedSignal, expected, make_log
 from tests.support.kafka_io import produce, producer, unique_name
@@ -42,13 +43,6 @@ SETTINGS = {
     # Live, the test's own producer may lag behind the records' times on a busy machine.
     "signal_merge_wait_seconds": "1",
 }
-DIMENSIONS = (
-    "policy_compliance",
-    "resource_efficiency",
-    "output_quality",
-    "security_posture",
-    "collaboration_health",
-)
 
 
 class Outputs:
