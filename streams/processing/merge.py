@@ -170,48 +170,62 @@ class SignalMerge:
         none held)."""
         # Asked once per call: what the consumer has fetched does not change meanwhile.
         empty_limits: dict[int, int] = {}
+        limit = room if room is not None else -1
         released = 0
-        while True:
-            if room is not None and released >= room:
-                return now_ms
+        while released != limit:
+            # The earliest head; queues are looked at in dimension order and only a strictly
+            # earlier time wins, so a tie goes to the lower dimension (offsets order a queue).
             best: deque[Arrived] | None = None
-            best_key: tuple[int, int, int] | None = None
-            empty = []
-            for dimension, queue in enumerate(queues):
-                if not queue:
-                    empty.append(dimension)
-                    continue
-                head = queue[0]
-                key = (head.event_ms, head.dimension, head.offset)
-                if best_key is None or key < best_key:
-                    best, best_key = queue, key
+            best_ms = 0
+            some_empty = False
+            for queue in queues:
+                if queue:
+                    event_ms = queue[0].event_ms
+                    if best is None or event_ms < best_ms:
+                        best, best_ms = queue, event_ms
+                else:
+                    some_empty = True
             if best is None:
                 return None
-            head = best[0]
-            forced: list[int] = []
-            if head.event_ms != _REJECTED:
-                held_until = 0
-                for dimension in empty:
-                    caught_up = empty_limits.get(dimension)
-                    if caught_up is None:
-                        caught_up = empty_limits[dimension] = int(
-                            self.caught_up(dimension, partition)
-                        )
-                    if caught_up:
-                        limit = min(head.event_ms, head.arrived_ms) + self.wait_ms
-                    else:
-                        since = self._empty_since.setdefault((partition, dimension), now_ms)
-                        limit = since + self.fetch_wait_ms
-                        forced.append(dimension)
-                    held_until = max(held_until, limit)
-                if now_ms < held_until:
+            if some_empty and best_ms != _REJECTED:
+                held_until = self._hold(partition, queues, best[0], now_ms, empty_limits)
+                if held_until is not None:
                     return held_until
-            if forced:
-                self.forced += 1
-                for dimension in forced:
-                    self._log_forced(partition, dimension)
             out.append(best.popleft())
             released += 1
+        return now_ms
+
+    def _hold(
+        self,
+        partition: int,
+        queues: list[deque[Arrived]],
+        head: Arrived,
+        now_ms: int,
+        caught_up_of: dict[int, int],
+    ) -> int | None:
+        """Until when ``head`` must wait for the empty topic-partitions (None: it may go)."""
+        held_until = 0
+        forced = []
+        for dimension, queue in enumerate(queues):
+            if queue:
+                continue
+            caught_up = caught_up_of.get(dimension)
+            if caught_up is None:
+                caught_up = caught_up_of[dimension] = int(self.caught_up(dimension, partition))
+            if caught_up:
+                until = min(head.event_ms, head.arrived_ms) + self.wait_ms
+            else:
+                since = self._empty_since.setdefault((partition, dimension), now_ms)
+                until = since + self.fetch_wait_ms
+                forced.append(dimension)
+            held_until = max(held_until, until)
+        if now_ms < held_until:
+            return held_until
+        if forced:
+            self.forced += 1
+            for dimension in forced:
+                self._log_forced(partition, dimension)
+        return None
 
     def _log_forced(self, partition: int, dimension: int) -> None:
         if (partition, dimension) not in self._forced_logged:

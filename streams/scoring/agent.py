@@ -52,11 +52,11 @@ class WindowTally:
 
     counts: list[int] = field(default_factory=lambda: [0] * N_DIMENSIONS)
     late: int = 0
-    #: Per dimension, its score as of the window's end, kept once a signal of that dimension
-    #: stamped at or after the end has been applied (None: none yet, so the dimension's score
-    #: now is its score at the end). A window's update is its score at its end, while signals
-    #: of the next window arrive within the grace period, before it closes.
-    ends: list[float | None] | None = None
+    #: Per dimension, its score and lifetime count as of the window's end, kept once a signal of
+    #: that dimension stamped at or after the end is applied (None: none yet, so the dimension's
+    #: score and count now are those at the end). A window's update is as of its end, while
+    #: signals stamped after it arrive (within the grace period, or before it is closed).
+    ends: list[list[float] | None] | None = None
 
 
 @dataclass(slots=True)
@@ -192,6 +192,19 @@ def _redelivered(state: AgentState, trigger: SignalTrigger) -> SignalOutcome:
     return SignalOutcome(applied=False, republish=republish, closed=closed)
 
 
+def _keep_scores_at_ends(state: AgentState, d: int, event_ms: int, size_ms: int) -> None:
+    """Each open window that ends at or before ``event_ms`` keeps dimension ``d``'s score and
+    count as they are now (before the signal of that dimension stamped then is applied), if it
+    has none yet."""
+    for start, tally in state.open_windows.items():
+        if event_ms >= start + size_ms:
+            ends = tally.ends
+            if ends is None:
+                ends = tally.ends = [None] * N_DIMENSIONS
+            if ends[d] is None:
+                ends[d] = [state.dimension_scores()[d], state.lifetime[d]]
+
+
 def apply_signal(
     agent_did: str,
     state: AgentState,
@@ -219,9 +232,17 @@ def apply_signal(
         return _redelivered(state, trigger)
     event_ms = windows.effective_timestamp(signal_ms, now_ms)
     closed = None
-    if state.open_windows:
-        closes_by = max(stream_time_ms, event_ms)
-        if any(windows.is_closed(start, closes_by) for start in state.open_windows):
+    open_windows = state.open_windows
+    # On the hot path: usually one window is open and nothing is due or ends before the signal,
+    # which two comparisons with the oldest open window tell.
+    if open_windows:
+        size = windows.size_ms
+        closes_by = stream_time_ms if stream_time_ms > event_ms else event_ms
+        # A critical signal is judged after the windows due before it (their closes may revoke
+        # first); the others leave due windows to the closing turns, which give the same
+        # updates, as of each window's end, whenever they run.
+        first_due_at = min(open_windows) + size + windows.grace_ms
+        if value < CRITICAL_SIGNAL_VALUE and closes_by >= first_due_at:
             closed = close_windows(
                 agent_did,
                 state,
@@ -232,13 +253,8 @@ def apply_signal(
                 config_at=config_at,
                 by_signal=(d, trigger.offset),
             )
-        for start, tally in state.open_windows.items():
-            if event_ms >= start + windows.size_ms:
-                ends = tally.ends
-                if ends is None:
-                    ends = tally.ends = [None] * N_DIMENSIONS
-                if ends[d] is None:
-                    ends[d] = state.dimension_scores()[d]
+        if open_windows and event_ms >= min(open_windows) + size:
+            _keep_scores_at_ends(state, d, event_ms, size)
 
     state.applied_offsets[d] = trigger.offset
     state.last_signal_at_ms = now_ms
@@ -278,12 +294,17 @@ def due_windows(state: AgentState, clock_ms: int, windows: WindowPolicy) -> list
     return sorted(start for start in state.open_windows if windows.is_closed(start, clock_ms))
 
 
-def _scores_at_end(state: AgentState, tally: WindowTally) -> tuple[float, ...]:
-    now = state.dimension_scores()
+def _as_of_end(state: AgentState, tally: WindowTally) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """The window's dimension scores and lifetime counts as of its end."""
+    scores = state.dimension_scores()
+    lifetime = tuple(state.lifetime)
     ends = tally.ends
     if ends is None:
-        return now
-    return tuple(now[d] if end is None else end for d, end in enumerate(ends))
+        return scores, lifetime
+    return (
+        tuple(scores[d] if end is None else end[0] for d, end in enumerate(ends)),
+        tuple(lifetime[d] if end is None else int(end[1]) for d, end in enumerate(ends)),
+    )
 
 
 def close_windows(
@@ -310,13 +331,12 @@ def close_windows(
         return CloseOutcome(updates=())
     updates = []
     revocation = None
-    lifetime = tuple(state.lifetime)
     for start in due:
         tally = state.open_windows.pop(start)
         end = windows.end_of(start)
         closed_at = windows.closes_at(start)
         in_force = config if config_at is None else config_at(end)
-        scores = _scores_at_end(state, tally)
+        scores, lifetime = _as_of_end(state, tally)
         total = total_score(scores, in_force.weights)
         _record_history(state, end, total)
         judged = maybe_revoke(

@@ -201,12 +201,24 @@ def _decode_windows(raw: Any) -> dict[int, WindowTally]:
 
 
 def _ends(raw: Any) -> bool:
-    """One score in [0, 100], or None, per dimension; at least one known."""
+    """Per dimension None, or its score in [0, 100] and lifetime count at the window's end; at
+    least one known."""
     return (
         type(raw) is list
         and len(raw) == _N
         and any(v is not None for v in raw)
-        and all(v is None or (type(v) in _NUMBER and 0.0 <= v <= 100.0) for v in raw)
+        and all(
+            v is None
+            or (
+                type(v) is list
+                and len(v) == 2
+                and type(v[0]) in _NUMBER
+                and 0.0 <= v[0] <= 100.0
+                and type(v[1]) is int
+                and 0 <= v[1] < _COUNT_LIMIT
+            )
+            for v in raw
+        )
     )
 
 

@@ -235,7 +235,7 @@ def test_signal_stamped_beyond_grace_in_the_future_goes_to_the_current_window() 
     assert state.open_windows == {
         # The resource signal is stamped after T0's window ends: that window keeps the
         # dimension's score as it was at its end (neutral).
-        T0: WindowTally([1, 0, 1, 0, 0], 0, [None, 50.0, None, None, None]),
+        T0: WindowTally([1, 0, 1, 0, 0], 0, [None, [50.0, 0], None, None, None]),
         T0 + SIZE: WindowTally([0, 1, 0, 0, 0], 0),
     }
 
@@ -261,7 +261,7 @@ def test_close_windows_emits_one_update_per_due_window_and_chains_previous_score
     assert u.previous_score == 500
     assert u.window_counts == (2, 0, 1, 0, 0)
     assert u.signals_in_window == 3
-    assert u.lifetime_counts == (2, 0, 1, 1, 0)
+    assert u.lifetime_counts == (2, 0, 1, 0, 0)  # as of the end: not the later security signal
     assert (u.late_signals, u.weights_version, u.computed_at_ms) == (0, 3, T0 + SIZE + GRACE)
     assert (u.revoked, u.at_risk) == (False, False)
     assert state.last_close_tick == 7 and state.last_updates == first
@@ -285,19 +285,28 @@ def test_close_windows_emits_one_update_per_due_window_and_chains_previous_score
 def test_several_due_windows_close_together_each_once() -> None:
     state = AgentState()
     for k in range(3):
-        # Stream time stays at T0: each signal's own time closes nothing before it (the first
-        # window closes at T0 + SIZE + GRACE, after the second signal and before the third).
-        outcome = signal(state, COLLAB, k, 1.0, at=T0 + k * SIZE)
-        assert outcome.closed is None or k == 2
+        # Stream time stays at T0. The first window is due at T0 + SIZE + GRACE, before the
+        # third signal: an ordinary signal leaves it to the next tick's close.
+        assert signal(state, COLLAB, k, 1.0, at=T0 + k * SIZE).closed is None
+    assert state.last_close_signal is None
+    # A critical one closes what is due before it is judged, and records that it did.
+    outcome = signal(state, POLICY, 0, 0.0, at=T0 + 2 * SIZE + 1)
     assert outcome.closed is not None
     first = outcome.closed.updates
     assert [u.window_start_ms for u in first] == [T0]
-    assert state.last_close_signal == (4, 2) and state.last_close_tick == -1
+    assert state.last_close_signal == (0, 0) and state.last_close_tick == -1
     updates = first + close(state, T0 + 5 * SIZE).updates
     assert [u.window_start_ms for u in updates] == [T0, T0 + SIZE, T0 + 2 * SIZE]
-    assert [u.window_counts for u in updates] == [(0, 0, 0, 0, 1)] * 3
-    # Each window's score at its end: one, two, then three collaboration signals of 1.0.
-    assert [u.total_score for u in updates] == [575, 575, 575]
+    assert [u.window_counts for u in updates] == [(0, 0, 0, 0, 1), (0, 0, 0, 0, 1), (1, 0, 0, 0, 1)]
+    # Each window's score and counts as of its end: one, two, then three collaboration
+    # signals of 1.0 (the last window with the critical policy signal: 10 * (0 + 7.5 + 10 +
+    # 12.5 + 15) = 450).
+    assert [u.total_score for u in updates] == [575, 575, 450]
+    assert [u.lifetime_counts for u in updates] == [
+        (0, 0, 0, 0, 1),
+        (0, 0, 0, 0, 2),
+        (1, 0, 0, 0, 3),
+    ]
     assert [u.previous_score for u in updates] == [500, 575, 575]
     assert state.open_windows == {}
     assert close(state, T0 + 50 * SIZE).updates == ()

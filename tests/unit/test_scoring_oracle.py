@@ -248,9 +248,9 @@ class Window:
     def __init__(self) -> None:
         self.counts = [0] * 5
         self.late = 0
-        #: Each dimension's score when its first signal stamped at or after the window's end
-        #: came (None: none yet, so its score now is its score at the end).
-        self.ends: list[float | None] = [None] * 5
+        #: Each dimension's score and lifetime count when its first signal stamped at or after
+        #: the window's end came (None: none yet, so they are now as they were at the end).
+        self.ends: list[tuple[float, int] | None] = [None] * 5
 
 
 def assert_same(state: AgentState, model: oracle.OracleAgent, scores: bool = False) -> None:
@@ -314,9 +314,13 @@ def test_agent_state_machine_equals_oracle(
             window = open_windows.pop(update.window_start_ms)
             now_scores = model.dimension_scores()
             scores = {
-                name: now_scores[name] if end is None else end
+                name: now_scores[name] if end is None else end[0]
                 for name, end in zip(DIMS, window.ends, strict=True)
             }
+            lifetime = tuple(
+                model.lifetime_counts[name] if end is None else end[1]
+                for name, end in zip(DIMS, window.ends, strict=True)
+            )
             revocations_before = model.revocation_count
             total = model.recalculate(at=update.window_end_ms, scores=scores)
             if model.revocation_count > revocations_before:
@@ -327,7 +331,7 @@ def test_agent_state_machine_equals_oracle(
             assert update.dimension_scores == tuple(scores[d] for d in DIMS)
             assert update.window_counts == tuple(window.counts)
             assert update.late_signals == window.late
-            assert update.lifetime_counts == tuple(model.lifetime_counts[d] for d in DIMS)
+            assert update.lifetime_counts == lifetime
             assert update.revoked == model.revoked
             assert update.at_risk == (not model.revoked and total < config.warning_threshold)
             assert update.weights_version == config.version
@@ -361,14 +365,20 @@ def test_agent_state_machine_equals_oracle(
                 AGENT, state, trigger, value, stamped, now, clock, WINDOWS, config
             )
             assert outcome.applied
-            # Windows that stream time or the signal's own time took past their end + grace
-            # close before it is applied.
-            close_due(max(clock, effective), outcome.closed)
+            # A critical signal: windows that stream time or its own time took past their end
+            # + grace close before it is applied. Other signals leave them to the next tick.
+            if value < 0.3:
+                close_due(max(clock, effective), outcome.closed)
+            else:
+                assert outcome.closed is None
             if outcome.closed is not None:
                 closed_by = (d, trigger.offset)
             for window_start, window in open_windows.items():
                 if effective >= window_start + SIZE_MS and window.ends[d] is None:
-                    window.ends[d] = model.dimension_scores()[DIMS[d]]
+                    window.ends[d] = (
+                        model.dimension_scores()[DIMS[d]],
+                        model.lifetime_counts[DIMS[d]],
+                    )
             revocations_before = model.revocation_count
             model.record(DIMS[d], value, at=effective)
             start = effective - effective % SIZE_MS

@@ -53,11 +53,11 @@ def lived_state() -> AgentState:
             CONFIG,
             source="ids",
         )
-    # Stamped a minute later: its arrival closes the first window (and is recorded as what
-    # closed it) before it is applied.
+    # Stamped a minute later, critical: its arrival closes the first window (and is recorded
+    # as what closed it) before it is judged.
     minute = NOW + 60_000
     apply_signal(
-        AGENT, state, SignalTrigger(1, 0, 7), 0.9, minute, minute, NOW, WINDOWS, CONFIG, "ids"
+        AGENT, state, SignalTrigger(1, 0, 7), 0.2, minute, minute, NOW, WINDOWS, CONFIG, "ids"
     )
     apply_reinstatement(AGENT, state, 3, NOW + 61_000, "secops", "reviewed", "r-1")
     later = NOW + 62_000  # a signal in a window (60-70 s) still open
@@ -244,9 +244,11 @@ def test_a_state_with_any_one_part_removed_decodes_or_is_refused(path: tuple[int
         ((16, 0, 1), -0.5),
         ((17, 0), 101.0),  # an accepted dimension score out of range
         ((18,), None),
-        ((4, 0, 3, 0), 100.5),  # a dimension's score at a window's end out of range
+        ((4, 0, 3, 2, 0), 100.5),  # a dimension's score at a window's end out of range
+        ((4, 0, 3, 2, 1), -1),  # and its count
+        ((4, 0, 3, 2), 50.0),
         ((4, 0, 3), [None] * 5),  # scores at the end, none known
-        ((4, 0, 3), [50.0] * 4),
+        ((4, 0, 3), [[50.0, 1]] * 4),
         ((19,), [5, 1]),  # closed by a signal of no dimension
         ((19, 1), -1),
         ((20,), [1]),  # open windows' starts that disagree with the windows
