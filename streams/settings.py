@@ -148,12 +148,14 @@ class Settings(KafkaSecuritySettings):
     window_seconds: float = Field(default=30.0, gt=0, le=3600)
     grace_seconds: float = Field(default=5.0, ge=0, le=3600)
     signal_merge_wait_seconds: float = Field(
-        default=0.1,
+        default=0.0,
         ge=0,
         le=10,
         description=(
-            "Signals of a partition's five topics are applied in the order of their times; one "
-            "waits at most this long after its time for an earlier one still on its way."
+            "Signals of a partition's five topics are applied in the order of their times; with "
+            "another topic caught up, one waits at most this long after its time for an earlier "
+            "one of that topic still on its way (0, as Kafka Streams' max.task.idle.ms: no wait). "
+            "Live outputs equal a replay's when signals reach the worker within this time."
         ),
     )
     tick_interval_seconds: float = Field(
