@@ -141,31 +141,30 @@ class RecordHandlers:
         clock = self.clock_for(partition)
         states = PartitionStates(self.store, partition)
         ticks_topic = self.names.ticks
-        clock_moved = False
+        ticked = False
+        stream_time_before = clock.time_ms
         # One processing time and one configuration per batch: a batch takes milliseconds, and a
         # configuration change takes effect between batches.
         now_ms = self.now_ms()
         config = self.config()
         for message in records:
             if message.topic == ticks_topic:
-                clock_moved |= self.control.on_tick(message, states, schedule, clock, outbox)
+                ticked |= self.control.on_tick(message, states, schedule, clock, outbox)
             elif message.topic == self.names.commands:
                 self.control.on_command(message, states, outbox)
             else:
-                before = clock.time_ms
                 self._on_signal(message, states, schedule, clock, outbox, now_ms, config)
-                clock_moved |= clock.time_ms != before
         states.stage_changes()
-        if clock_moved:
-            # Stream time moved on: windows it passed are closed in turns (and at once for an
-            # agent that gets a signal first, see apply_signal).
+        if clock.time_ms != stream_time_before:
+            # Stream time moved on: windows it passed are closed in turns, after a tick (only a
+            # critical signal closes the due windows of its agent first, see apply_signal).
             windows, clock_ms = self.windows, clock.time_ms
             schedule.pending.extend(
                 schedule.take_due(lambda start: windows.is_closed(start, clock_ms))
             )
-            # Written when the tick batch ends. A stored clock ahead of the closes it made due is
-            # safe: those agents' windows are still open in their stored states, so a restarted
-            # worker's schedule finds them due again and closes them at its next tick.
+        if ticked:
+            # The last tick applied, written when the tick batch ends (its stream time goes
+            # with the signal positions instead: see streams.processing.progress).
             self.store.stage_last(partition, CLOCK_KEY, clock.encode())
 
     def _on_signal(
@@ -205,7 +204,9 @@ class RecordHandlers:
         if message.event_ms > clock.time_ms:
             clock.time_ms = message.event_ms
         if outcome.closed is not None:
-            if not outcome.applied:
+            if outcome.applied:
+                self.counters.windows_closed += len(outcome.closed.updates)
+            else:
                 self.counters.updates_republished += len(outcome.closed.updates)
             self._queue_closes(signal.agent_did, key, outcome.closed, message.partition, outbox)
         if outcome.applied:
@@ -284,12 +285,12 @@ class RecordHandlers:
         if not outcome.updates:
             return
         states.mark_dirty(key)
+        self.counters.windows_closed += len(outcome.updates)
         self._queue_closes(agent_did, key, outcome, partition, outbox)
 
     def _queue_closes(
         self, agent_did: str, key: bytes, closed: CloseOutcome, partition: int, outbox: Outbox
     ) -> None:
-        self.counters.windows_closed += len(closed.updates)
         for update in closed.updates:
             outbox.ordered.append(
                 Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
