@@ -81,7 +81,7 @@ class ControlRecords:
             clock.time_ms = max(clock.time_ms, tick_ms - self._handlers.merge_wait_ms)
         windows = self.windows
         clock_ms = clock.time_ms
-        # Closed by the pipeline (ScoringPipeline._close_due), in turns, once this batch is written.
+        # Closed in turns once this batch is written (streams.processing.windowclosing).
         schedule.pending.extend(schedule.take_due(lambda start: windows.is_closed(start, clock_ms)))
         return True
 

@@ -73,9 +73,20 @@ class Durability:
 
         Only those states, so that a revocation does not wait for a second's worth of other
         agents' states to be encoded."""
+        await self.send_states(outbox)
+        await self.deliver(outbox)
+
+    async def send_states(self, outbox: Outbox) -> None:
+        """Step 1 begun: the states ``outbox`` records, sent to the changelog (the part that
+        must see them as the batch left them: called holding the turn)."""
         if outbox.ordered:
             self.check()
             await self.store.persist_agents({(o.partition, o.key) for o in outbox.ordered if o.key})
+
+    async def deliver(self, outbox: Outbox) -> None:
+        """Step 1 confirmed, then step 2. Needs no turn: what it waits for is sent already, and
+        a later batch's outputs wait for their own states the same way."""
+        if outbox.ordered:
             await self.store.confirm()
         if outbox.dead_letters or outbox.ordered:
             await self.delivery.send([*outbox.dead_letters, *outbox.ordered])

@@ -46,6 +46,10 @@ THROTTLE_POLL_S = 0.005
 FETCH_WAIT_MS = 200
 #: Longest the broker holds a fetch request that finds nothing new.
 FETCH_MAX_WAIT_MS = 50
+#: Records fetched per round, in batches: more than a round applies, so that the merge holds
+#: what is waiting and a critical signal in it can be taken ahead (streams.processing.ahead)
+#: rather than sit unseen in the consumer's buffer behind a backlog.
+FETCH_BATCHES = 4
 
 
 class SignalFeed:
@@ -182,7 +186,7 @@ class SignalFeed:
                 return  # stopped (see stop): what it held is written
             try:
                 fetched = await consumer.getmany(
-                    timeout_ms=self._fetch_wait_ms(), max_records=self._batch_max
+                    timeout_ms=self._fetch_wait_ms(), max_records=FETCH_BATCHES * self._batch_max
                 )
             except KafkaError as exc:
                 log.warning("Fetching signals failed (%s); retrying", exc)

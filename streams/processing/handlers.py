@@ -18,17 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.kafka.delivery import Outgoing
 from streams.kafka.topics import TopicNames
+from streams.processing.ahead import APPLIED_AHEAD, Ahead
 from streams.processing.closing import PartitionClock, PartitionSchedule, stored_clock
 from streams.processing.control import ControlRecords
 from streams.processing.durability import Outbox
-from streams.processing.intake import Rejection, SignalIntake, dead_letter
-from streams.processing.outputs import revocation_message, score_update_message
+from streams.processing.intake import AcceptedSignal, Rejection, SignalIntake
+from streams.processing.publishing import Publications
 from streams.scoring.agent import (
-    CloseOutcome,
     ConfigAt,
-    Revocation,
     SignalTrigger,
     apply_signal,
     close_windows,
@@ -46,6 +44,8 @@ class PipelineCounters:
     duplicates_skipped: int = 0
     dead_letters: int = 0
     revocations: int = 0
+    #: Signals applied ahead of their turn (critical signals and their agents' earlier ones).
+    applied_ahead: int = 0
     windows_closed: int = 0
     updates_republished: int = 0
     ticks: int = 0
@@ -101,7 +101,9 @@ class RecordHandlers:
         #: A tick further than this from the wall clock is ignored (forged, or a broken clock);
         #: a partition clock is never further ahead than this either.
         self.tick_tolerance_ms = tick_tolerance_ms
-        self.dead_letter_kept_bytes = dead_letter_kept_bytes
+        #: Puts what a batch publishes in its outbox.
+        self.publish = Publications(names, windows, counters, now_ms, dead_letter_kept_bytes)
+        self.dead_letter = self.publish.dead_letter
         self.dimension_of_topic = {name: i for i, name in enumerate(names.signals)}
         #: Called with each applied signal's latency in seconds (metrics install it).
         self.observe_latency: Callable[[float], None] | None = None
@@ -167,6 +169,22 @@ class RecordHandlers:
             # with the signal positions instead: see streams.processing.progress).
             self.store.stage_last(partition, CLOCK_KEY, clock.encode())
 
+    def apply_ahead(self, partition: int, ahead: list[Ahead], outbox: Outbox) -> None:
+        """Apply records ahead of their turn (see streams.processing.ahead), each with the stream
+        time it sees in its turn; the partition's stream time moves when they are released."""
+        schedule = self.schedule_for(partition)
+        clock = self.clock_for(partition)
+        states = PartitionStates(self.store, partition)
+        now_ms = self.now_ms()
+        config = self.config()
+        self.counters.applied_ahead += len(ahead)
+        for record, stream_floor_ms in ahead:
+            signal = record.signal
+            assert isinstance(signal, AcceptedSignal)  # only valid signals are taken ahead
+            stream_ms = max(clock.time_ms, stream_floor_ms)
+            self._apply(record, signal, states, schedule, stream_ms, outbox, now_ms, config)
+        states.stage_changes()
+
     def _on_signal(
         self,
         message: Any,
@@ -178,12 +196,29 @@ class RecordHandlers:
         config: ScoringConfig,
     ) -> None:
         # Read, and its time taken, when it arrived (see processing.merge).
-        dimension: int = message.dimension
-        record_ms: int = message.timestamp
         signal = message.signal
         if isinstance(signal, Rejection):
             self.dead_letter(message, signal, outbox)
             return
+        if signal is not APPLIED_AHEAD:
+            self._apply(message, signal, states, schedule, clock.time_ms, outbox, now_ms, config)
+        # Stream time: the latest signal time applied (a redelivery moves it as its first
+        # delivery did, from the clock stored with the positions it is replayed from).
+        if message.event_ms > clock.time_ms:
+            clock.time_ms = message.event_ms
+
+    def _apply(
+        self,
+        message: Any,
+        signal: AcceptedSignal,
+        states: PartitionStates,
+        schedule: PartitionSchedule,
+        stream_ms: int,
+        outbox: Outbox,
+        now_ms: int,
+        config: ScoringConfig,
+    ) -> None:
+        dimension: int = message.dimension
         key: bytes = message.key
         state = states.get_or_new(key)
         outcome = apply_signal(
@@ -193,30 +228,26 @@ class RecordHandlers:
             signal.value,
             message.event_ms,
             now_ms,
-            clock.time_ms,
+            stream_ms,
             self.windows,
             config,
             signal.source,
             config_at=self.config_at,
         )
-        # Stream time: the latest signal time applied (a redelivery moves it as its first
-        # delivery did, from the clock stored with the positions it is replayed from).
-        if message.event_ms > clock.time_ms:
-            clock.time_ms = message.event_ms
         if outcome.closed is not None:
             if outcome.applied:
                 self.counters.windows_closed += len(outcome.closed.updates)
             else:
                 self.counters.updates_republished += len(outcome.closed.updates)
-            self._queue_closes(signal.agent_did, key, outcome.closed, message.partition, outbox)
+            self.publish.closes(signal.agent_did, key, outcome.closed, message.partition, outbox)
         if outcome.applied:
             self.counters.signals_applied[dimension] += 1
             if self.observe_latency is not None:
-                self.observe_latency(max(0.0, time.time() - record_ms / 1000))
+                self.observe_latency(max(0.0, time.time() - message.timestamp / 1000))
             states.mark_dirty(key)
             schedule.track(key, state)
             if outcome.revocation is not None:
-                self._queue_revocation(
+                self.publish.revocation(
                     signal.agent_did, key, outcome.revocation, message.partition, outbox
                 )
         else:
@@ -225,40 +256,9 @@ class RecordHandlers:
             # write it again; and re-publish the revocation this very signal caused, if any.
             states.mark_dirty(key)
             if outcome.republish is not None:
-                self._queue_revocation(
+                self.publish.revocation(
                     signal.agent_did, key, outcome.republish, message.partition, outbox
                 )
-
-    def dead_letter(self, message: Any, rejection: Rejection, outbox: Outbox) -> None:
-        self.counters.dead_letters += 1
-        log.debug(
-            "Dead letter %s[%d]@%d: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            rejection.message,
-        )
-        # Keyed like the original when that key is short (so a producer's dead letters stay
-        # together), never with an oversized key: the dead letter must always fit.
-        key = message.key if message.key is not None and len(message.key) <= 1024 else None
-        outbox.dead_letters.append(
-            Outgoing(
-                self.names.deadletter,
-                key,
-                dead_letter(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    message.key,
-                    message.value,
-                    message.timestamp,
-                    rejection,
-                    self.now_ms(),
-                    self.dead_letter_kept_bytes,
-                ),
-                message.partition,
-            )
-        )
 
     def close_agent(
         self,
@@ -286,28 +286,4 @@ class RecordHandlers:
             return
         states.mark_dirty(key)
         self.counters.windows_closed += len(outcome.updates)
-        self._queue_closes(agent_did, key, outcome, partition, outbox)
-
-    def _queue_closes(
-        self, agent_did: str, key: bytes, closed: CloseOutcome, partition: int, outbox: Outbox
-    ) -> None:
-        for update in closed.updates:
-            outbox.ordered.append(
-                Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
-            )
-        if closed.revocation is not None:
-            self._queue_revocation(agent_did, key, closed.revocation, partition, outbox)
-
-    def _queue_revocation(
-        self, agent_did: str, key: bytes, revocation: Revocation, partition: int, outbox: Outbox
-    ) -> None:
-        self.counters.revocations += 1
-        log.info("Revoking %s: %s", agent_did, revocation.reason)
-        outbox.ordered.append(
-            Outgoing(
-                self.names.revocations,
-                key,
-                revocation_message(agent_did, revocation, self.names.signals, self.windows.size_ms),
-                partition,
-            )
-        )
+        self.publish.closes(agent_did, key, outcome, partition, outbox)

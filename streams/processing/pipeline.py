@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from streams.kafka.delivery import Delivery
 from streams.kafka.topics import TopicNames
+from streams.processing.ahead import Ahead
 from streams.processing.durability import Durability, Outbox
 from streams.processing.durability import PipelineFailed as PipelineFailed
 from streams.processing.gaps import OffsetGuard, Rewind
@@ -30,18 +31,23 @@ from streams.processing.intake import DEFAULT_KEPT_BYTES, SignalIntake
 from streams.processing.merge import SignalMerge, arrivals
 from streams.processing.ownership import Ownership
 from streams.processing.progress import SignalProgress
+from streams.processing.windowclosing import WindowClosing
 from streams.scoring.agent import ConfigAt
 from streams.scoring.model import ScoringConfig
 from streams.scoring.windows import WindowPolicy
-from streams.state.store import PartitionStates, StateStore
+from streams.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
 
-#: Longest a tick batch spends closing windows (see ScoringPipeline._close_due).
-CLOSE_BUDGET_SECONDS = 1.0
-#: Longest turn window closing takes at once, however long signal batches take theirs.
-CLOSE_SLICE_MAX_SECONDS = 0.05
+def by_partition(
+    items: Sequence[Any], partition_of: Callable[[Any], int] = lambda record: record.partition
+) -> dict[int, list[Any]]:
+    """``items`` grouped by partition, each group in the order given."""
+    groups: dict[int, list[Any]] = {}
+    for item in items:
+        groups.setdefault(partition_of(item), []).append(item)
+    return groups
 
 
 def wall_clock_ms() -> int:
@@ -135,11 +141,14 @@ class ScoringPipeline:
         self.handlers.stored_stream_time = self.progress.stored_stream_time
         #: Which partitions are owned: only their records are processed.
         self.ownership = ownership if ownership is not None else Ownership()
-        #: How long window closing may hold the lock before letting a signal batch in.
-        self.close_slice_seconds = close_slice_seconds
-        # How long the last signal batch held the lock: closing takes turns as long (see
-        # _close_turn_seconds).
-        self._signal_turn_seconds = 0.0
+        #: Closes the windows found due, in turns with the signal batches.
+        self.closing = WindowClosing(
+            handlers=self.handlers,
+            durability=self.durability,
+            turn=self._turn,
+            config=config,
+            min_turn_seconds=close_slice_seconds,
+        )
 
     # -- partition lifecycle -------------------------------------------------------------------
 
@@ -190,8 +199,8 @@ class ScoringPipeline:
         clock = self.handlers.clock_for
         ticked = {p for p, last in last_ticks.items() if clock(p).last_tick_offset != last}
         # Before returning, so that Faust commits a tick's offset once its closes are done (or,
-        # for very many, under way: see _close_due).
-        await self._close_due(ticked)
+        # for very many, under way: see WindowClosing.close_due).
+        await self.closing.close_due(ticked)
 
     async def process_records(self, records: Sequence[Any]) -> None:
         """Process signal records read by a plain aiokafka consumer (offsets are contiguous
@@ -208,11 +217,15 @@ class ScoringPipeline:
                         records, self.handlers.intake, self.windows, self.dimension_of_topic, now_ms
                     )
                 )
+            # Critical signals first, alone: their revocations are sent before the batch.
+            ahead = self.merge.take_ahead(now_ms)
+            if ahead:
+                await self._committing(self._apply_ahead, ahead)
             released = self.merge.release(now_ms, self.release_max)
             if released:
                 await self._process_records(released)
                 self._stage_progress(self.progress.advance(released))
-            self._signal_turn_seconds = time.perf_counter() - started
+            self.closing.signal_turn_seconds = time.perf_counter() - started
 
     def signal_positions(self, partition: int) -> list[int]:
         """Next offset to read per signal topic (dimension order) of ``partition``: the position
@@ -248,71 +261,27 @@ class ScoringPipeline:
             await self.config_ready.wait()
 
     async def _process_records(self, records: Sequence[Any]) -> None:
+        await self._committing(self._apply_records, records)
+
+    def _apply_records(self, records: Sequence[Any], outbox: Outbox) -> None:
+        for partition, partition_records in by_partition(records).items():
+            self.handlers.process_partition(partition, partition_records, outbox)
+
+    def _apply_ahead(self, ahead: Sequence[Ahead], outbox: Outbox) -> None:
+        for partition, partition_ahead in by_partition(ahead, lambda a: a.record.partition).items():
+            self.handlers.apply_ahead(partition, partition_ahead, outbox)
+
+    async def _committing(
+        self, apply: Callable[[Sequence[Any], Outbox], None], items: Sequence[Any]
+    ) -> None:
+        """``apply`` the items, then store and send what they led to (the states behind
+        outputs, then the outputs)."""
         try:
-            by_partition: dict[int, list[Any]] = {}
-            for record in records:
-                by_partition.setdefault(record.partition, []).append(record)
             outbox = Outbox()
-            for partition, partition_records in by_partition.items():
-                self.handlers.process_partition(partition, partition_records, outbox)
+            apply(items, outbox)
             await self.durability.commit_outputs(outbox)
         except BaseException as exc:
             # Cached and staged states may hold half-applied changes: forget them all, and
             # refuse every later persist, so no position past them is ever stored.
-            self.durability.fail(exc)
-            raise
-
-    async def _close_due(self, partitions: set[int]) -> None:
-        """Close the windows found due in ``partitions``, a time slice at a time.
-
-        Why slices: at a window's end every agent active in it is due at once (tens of
-        thousands), and closing them in one turn would hold every signal behind it; a
-        revocation would wait for all of them. Between slices the lock is released, so signal
-        batches take their turns. Closing later than the tick changes nothing in the result:
-        a window is closed by the partition clock, which the tick already moved, and until it is
-        closed its agent's later signals count as late in the window that is open.
-
-        At most ``CLOSE_BUDGET_SECONDS`` per tick batch: what is left stays pending for the next
-        one (a quarter of a second later), so a worker asked to stop is never held for the
-        closes of a million agents. Pending closes survive a crash too: their windows are still
-        open in the stored states, and the rebuilt schedule finds them due.
-        """
-        deadline = time.perf_counter() + CLOSE_BUDGET_SECONDS
-        while time.perf_counter() < deadline and any(
-            self.schedules[p].pending for p in partitions if p in self.schedules
-        ):
-            async with self._turn:
-                await self._close_slice(partitions)
-            await asyncio.sleep(0)
-
-    def _close_turn_seconds(self) -> float:
-        """As long as the last signal batch's turn (within bounds), so that under load closing
-        and signals share the worker about evenly. A fixed short slice starved closing: a signal
-        batch holds the lock for tens of milliseconds, and each closing turn also waits for the
-        changelog and then the outputs to be confirmed; at 15,000 signals/s over 100,000 agents
-        closing fell behind by more than half, and open windows piled up in the states."""
-        return min(
-            CLOSE_SLICE_MAX_SECONDS, max(self.close_slice_seconds, self._signal_turn_seconds)
-        )
-
-    async def _close_slice(self, partitions: set[int]) -> None:
-        outbox = Outbox()
-        try:
-            deadline = time.perf_counter() + self._close_turn_seconds()
-            config = self.config()
-            for partition, schedule in list(self.schedules.items()):
-                if partition not in partitions:
-                    continue
-                clock = self.handlers.clock_for(partition)
-                states = PartitionStates(self.store, partition)
-                pending = schedule.pending
-                while pending and time.perf_counter() < deadline:
-                    for _ in range(min(32, len(pending))):
-                        self.handlers.close_agent(
-                            pending.popleft(), partition, states, clock, config, outbox
-                        )
-                states.stage_changes()
-            await self.durability.commit_outputs(outbox)
-        except BaseException as exc:
             self.durability.fail(exc)
             raise

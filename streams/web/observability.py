@@ -102,6 +102,12 @@ class PipelineCollector(Collector):
             ("trust_dead_letters", "Records sent to the dead-letter topic", counters.dead_letters),
             ("trust_revocations", "Revocations published", counters.revocations),
             (
+                "trust_signals_applied_ahead",
+                "Signals applied ahead of other agents' (critical signals, with their agent's "
+                "earlier signals)",
+                counters.applied_ahead,
+            ),
+            (
                 "trust_windows_closed",
                 "Score updates published at window close",
                 counters.windows_closed,

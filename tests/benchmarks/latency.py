@@ -1,6 +1,7 @@
 """Revocation latency under load, and how late window score updates are published.
 
     python -m tests.benchmarks.latency [--quick] [--out-dir DIR] [--max-rate N] [--duration S]
+                                       [--loads 10,50]
 
 Two measurements, each against one real worker (a subprocess configured by environment, as it is
 deployed) on fresh topics of a real broker (KAFKA_BOOTSTRAP_SERVERS, else the local one):
@@ -540,7 +541,7 @@ async def revocation_latency(
     probes_per_level = max(1, int(args.duration / PROBE_INTERVAL_S))
     probe_dids = {
         pct: [f"did:mesh:{run}-probe-{pct}-{i:05d}" for i in range(probes_per_level)]
-        for pct in LOAD_PERCENTS
+        for pct in args.loads
     }
     before, after = probe_scores()
     if not after < REVOCATION_THRESHOLD <= before:
@@ -583,7 +584,7 @@ async def revocation_latency(
                 raise BenchmarkFailure("priming alone revoked agents; the probe design is wrong")
             applied = priming
             levels = []
-            for pct in LOAD_PERCENTS:
+            for pct in args.loads:
                 level = await run_level(
                     bootstrap=bootstrap,
                     percent=pct,
@@ -743,7 +744,7 @@ def build_result(
         "quick": args.quick,
         "max_rate_signals_per_s": max_rate,
         "max_rate_source": rate_source,
-        "load_percents": list(LOAD_PERCENTS),
+        "load_percents": list(args.loads),
         "duration_s": args.duration,
         "background_agents": args.agents,
         "probe_interval_ms": PROBE_INTERVAL_S * 1000,
@@ -908,6 +909,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, help="background agents (10,000; quick: 1,000)")
     parser.add_argument(
         "--window-agents", type=int, help="agents of the window part (5,000; quick: 200)"
+    )
+    parser.add_argument(
+        "--loads",
+        type=lambda text: tuple(int(p) for p in text.split(",")),
+        default=LOAD_PERCENTS,
+        help="load levels in percent, comma-separated (10,50)",
     )
     args = parser.parse_args(argv)
     if args.duration is None:

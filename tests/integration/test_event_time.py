@@ -31,6 +31,7 @@ from tests.oracle import DIMENSIONS
 from tests.support.broker import REPO_ROOT
 from tests.support.eventtime import Expected, LoggedSignal, expected, make_log
 from tests.support.kafka_io import produce, producer, unique_name
+from tests.support.web import get, metric_sum
 from tests.support.worker import WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -199,6 +200,7 @@ async def run_live(way: Way, log: list[LoggedSignal], count: int) -> Outputs:
     print(f"live: the producer was at most {behind * 1000:.0f} ms behind the records' times")
     async with Outputs(way.bootstrap, way.prefix) as outputs:
         await outputs.wait_for(count, 120, check_alive(worker))
+    assert_applied_ahead(worker, "live")
     return outputs
 
 
@@ -207,7 +209,18 @@ async def run_backlog(way: Way, log: list[LoggedSignal], count: int) -> Outputs:
     worker = way.worker("backlog").start()
     async with Outputs(way.bootstrap, way.prefix) as outputs:
         await outputs.wait_for(count, 300, check_alive(worker))
+    assert_applied_ahead(worker, "backlog")
     return outputs
+
+
+def assert_applied_ahead(worker: WorkerProcess, name: str) -> None:
+    """Critical signals were applied ahead of other agents' signals: the equal outputs of the
+    ways show that doing so changes nothing."""
+    status, metrics = get(worker.base_url, "/metrics")
+    assert status == 200, metrics
+    ahead = metric_sum(metrics, "trust_signals_applied_ahead") or 0
+    print(f"{name}: {ahead:.0f} signals applied ahead of their turn")
+    assert ahead > 0, f"{name}: no critical signal was applied ahead of its turn"
 
 
 async def run_with_kills(way: Way, log: list[LoggedSignal], count: int) -> Outputs:

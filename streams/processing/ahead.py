@@ -1,0 +1,162 @@
+"""Critical signals first: a critical signal applied ahead of other agents' queued signals, with
+exactly the effect it has in its turn.
+
+Why: a revocation must not wait behind other agents' ordinary signals. Under load, thousands of
+them queue in the merge at times (while windows close, or after a burst), and the merge releases
+them in event-time order, so a critical signal would wait for all those stamped before it.
+
+Why applying it early changes nothing: an agent's state depends only on its own signals, in
+merged order, and on the stream time before each (whether it is late, which windows it closes).
+So once it is known which records the merge will release before a critical signal ``r``, the
+records of r's agent among them, then ``r``, can be applied at once, each with the stream time it
+would see in its turn: the partition's stream time now, or the latest time among the records
+released before it, whichever is later. That set is known when every record that goes before
+``r`` has been fetched:
+
+- the merge's order restricted to the queued records is simulated (the earliest head first, ties
+  to the lower dimension, as :class:`~streams.processing.merge.SignalMerge` releases them);
+- a topic-partition whose queued records all go before ``r`` may hold more that do: it must be
+  caught up, and ``r``'s hold over (the merge's rule for a head facing an empty queue).
+
+Otherwise the critical signal waits for its turn like any other.
+
+The records applied ahead stay queued, marked :data:`APPLIED_AHEAD`. Released in their turn, they
+move stream time and the stored positions as if applied then, and change nothing else. A crash in
+between reads them again from the stored positions, and the agent's applied offsets recognise
+them, as any redelivery: the revocation is re-published as it was.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Callable, Iterator
+from itertools import accumulate, islice
+from operator import itemgetter
+from typing import TYPE_CHECKING, NamedTuple
+
+from streams.processing.intake import AcceptedSignal
+
+if TYPE_CHECKING:
+    from streams.processing.merge import Arrived
+
+
+class AppliedAhead:
+    """The signal of a record applied ahead of its turn (see the module)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "APPLIED_AHEAD"
+
+
+APPLIED_AHEAD = AppliedAhead()
+
+#: A critical signal's turn could not be worked out yet: it waits (and is looked at again).
+WAIT = None
+
+
+class Ahead(NamedTuple):
+    """A record to apply ahead of its turn."""
+
+    record: Arrived
+    #: Stream time before it in its turn is this or the partition's stream time now, whichever
+    #: is later; exactly so when this is later than its own time (else any value up to its own
+    #: time gives the same result: see take_before).
+    stream_floor_ms: int
+
+
+class Steps:
+    """How many more queued records may be looked at (see SignalMerge.take_ahead)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def is_critical_candidate(record: Arrived, critical_below: float) -> bool:
+    signal = record.signal
+    return type(signal) is AcceptedSignal and signal.value < critical_below
+
+
+def take_before(
+    queues: list[deque[Arrived]],
+    critical: Arrived,
+    now_ms: int,
+    caught_up: Callable[[int], bool],
+    wait_ms: int,
+    steps: Steps,
+) -> list[Ahead] | None:
+    """``critical`` and its agent's records that the merge releases before it, in merged order,
+    marked applied in ``queues``; :data:`WAIT` if what goes before it is not known yet (or
+    finding out would take more than the steps left), ``[]`` if it is no longer queued as it
+    was (released, applied ahead already, or read again). Each record queued takes a step.
+
+    How the merge's order is known without running it: a record's turn is set by the latest time
+    in its queue up to it (its *rank*), ties to the lower dimension. A record stamped earlier than
+    one ahead of it in its queue cannot go before that one, and as soon as that one has gone it
+    is the earliest head of all (every other head is later than that one was), so it goes right
+    after. So the records before ``critical`` are those of its own queue ahead of it, and, in each
+    other queue, those ranked before it: a prefix, since ranks only grow along a queue.
+
+    The stream time a record sees in its turn is its rank before it in its own queue, when that
+    is later than its own time (it sits behind a later-stamped record, which went just before
+    it). Otherwise every record before it is stamped no later than it is, and apply_signal gives
+    the same result for any stream time up to its own time.
+    """
+    dimension = critical.dimension
+    own = queues[dimension]
+    if not own or own[0].offset > critical.offset:
+        return []
+    queued = sum(len(queue) for queue in queues)
+    if queued > steps.left:
+        steps.left = 0
+        return WAIT
+    steps.left -= queued
+    # The work is done by C loops over the queues (map, accumulate, bisect, list.index): a
+    # critical signal may sit behind tens of thousands of records.
+    at = bisect_left(list(map(_OFFSET, own)), critical.offset)
+    if at == len(own) or own[at].offset != critical.offset or own[at].signal is APPLIED_AHEAD:
+        return []
+    own_ranks = list(accumulate(map(_EVENT, islice(own, at + 1)), max))
+    critical_rank = own_ranks[at]
+    agent = critical.key
+    # (rank, dimension, index, record, rank before it in its queue)
+    found: list[tuple[int, int, int, Arrived, int]] = []
+    for d, queue in enumerate(queues):
+        if d == dimension:
+            ranks, before = own_ranks, at
+        else:
+            ranks = list(accumulate(map(_EVENT, queue), max))
+            # Ties go to the lower dimension.
+            before = (bisect_right if d < dimension else bisect_left)(ranks, critical_rank)
+            # Records of this topic-partition not fetched yet might go before it: it may go
+            # only when the merge would release it facing this queue empty (every time before
+            # it is at most its rank, so that rank stands for them all).
+            if before == len(queue) and not (caught_up(d) and now_ms >= critical_rank + wait_ms):
+                return WAIT
+        for index in _indexes_of(list(map(_KEY, islice(queue, before))), agent):
+            record = queue[index]
+            if type(record.signal) is AcceptedSignal:
+                found.append((ranks[index], d, index, record, ranks[index - 1] if index else -1))
+    found.sort(key=lambda item: (item[0], item[1], item[2]))
+    found.append((critical_rank, dimension, at, critical, own_ranks[at - 1] if at else -1))
+    for _, d, index, record, _ in found:
+        queues[d][index] = record._replace(signal=APPLIED_AHEAD)
+    return [Ahead(record, before) for _, _, _, record, before in found]
+
+
+_OFFSET = itemgetter(2)
+_KEY = itemgetter(3)
+_EVENT = itemgetter(7)
+
+
+def _indexes_of(items: list[object], value: object) -> Iterator[int]:
+    index = -1
+    while True:
+        try:
+            index = items.index(value, index + 1)
+        except ValueError:
+            return
+        yield index

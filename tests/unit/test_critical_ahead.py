@@ -1,0 +1,179 @@
+"""Critical signals taken ahead of their turn (streams/processing/ahead.py): exactly the records
+the merge would release before them, with the stream time they would see there."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from streams.processing.ahead import APPLIED_AHEAD, Ahead
+from streams.processing.intake import AcceptedSignal, Rejection
+from streams.processing.merge import Arrived, SignalMerge
+
+NOW = 1_700_000_000_000
+OLD = NOW - 600_000  # a backlog: long past any wait
+AGENTS = [b"did:mesh:a", b"did:mesh:b", b"did:mesh:c"]
+
+
+def record(
+    dimension: int,
+    offset: int,
+    at_ms: int,
+    agent: bytes = AGENTS[0],
+    *,
+    value: float = 0.6,
+    rejected: bool = False,
+    partition: int = 0,
+) -> Arrived:
+    signal: AcceptedSignal | Rejection = (
+        Rejection("invalid_json", "no")
+        if rejected
+        else AcceptedSignal(agent.decode(), value, at_ms, None, "test")
+    )
+    return Arrived(
+        f"signals.{dimension}",
+        partition,
+        offset,
+        agent,
+        b"{}",
+        at_ms,
+        signal,
+        -1 if rejected else at_ms,
+        dimension,
+        NOW,
+    )
+
+
+def merge(caught_up: bool = True, wait_ms: int = 0) -> SignalMerge:
+    return SignalMerge(5, wait_ms=wait_ms, fetch_wait_ms=1_000, caught_up=lambda _d, _p: caught_up)
+
+
+def random_queues(rng: random.Random) -> list[Arrived]:
+    records = []
+    for dimension in range(5):
+        at = OLD
+        for offset in range(rng.randrange(0, 40)):
+            # Mostly in time order, now and then out of it (several producers, own clocks).
+            at += rng.randrange(0, 50) if rng.random() < 0.9 else -rng.randrange(0, 300)
+            critical = rng.random() < 0.08
+            records.append(
+                record(
+                    dimension,
+                    offset,
+                    at,
+                    rng.choice(AGENTS),
+                    value=0.1 if critical else 0.6,
+                    rejected=rng.random() < 0.03,
+                )
+            )
+    return records
+
+
+def expected_ahead(released: list[Arrived], critical: Arrived) -> list[tuple[int, int, int]]:
+    """From the merge's own order: the agent's valid records up to the critical one, each with
+    the latest time released before it."""
+    out = []
+    floor = -1
+    for r in released:
+        if r.key == critical.key and type(r.signal) is AcceptedSignal:
+            out.append((r.dimension, r.offset, floor))
+        if (r.dimension, r.offset) == (critical.dimension, critical.offset):
+            return out
+        floor = max(floor, r.event_ms)
+    raise AssertionError("critical not released")
+
+
+def as_tuples(ahead: list[Ahead]) -> list[tuple[int, int, int]]:
+    return [(a.record.dimension, a.record.offset, a.stream_floor_ms) for a in ahead]
+
+
+def stream_time_seen(floor_ms: int, event_ms: int) -> int | None:
+    """What apply_signal can tell of the stream time before a signal: only a time later than
+    the signal's own (up to it, every value gives the same result)."""
+    return floor_ms if floor_ms > event_ms else None
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_taken_ahead_are_exactly_what_the_merge_releases_before_and_their_turn_stays(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    records = random_queues(rng)
+    reference = merge()
+    reference.add(records)
+    released = reference.release(NOW)
+    m = merge()
+    m.add(records)
+    ahead = m.take_ahead(NOW, max_steps=1_000_000)
+    # Every critical signal was taken (all fetched, all caught up), each after the records of
+    # its agent that go before it, with the stream time each would see in its turn.
+    criticals = [r for r in released if type(r.signal) is AcceptedSignal and r.signal.value < 0.3]
+    expected = []
+    done: set[tuple[int, int]] = set()
+    for critical in criticals:
+        for item in expected_ahead(released, critical):
+            if item[:2] not in done:
+                done.add(item[:2])
+                expected.append(item)
+    event = {(r.dimension, r.offset): r.event_ms for r in released}
+    assert sorted(
+        (d, o, stream_time_seen(f, event[d, o])) for d, o, f in as_tuples(ahead)
+    ) == sorted((d, o, stream_time_seen(f, event[d, o])) for d, o, f in expected)
+    # Per agent, in merged order.
+    position = {(r.dimension, r.offset): i for i, r in enumerate(released)}
+    for agent in AGENTS:
+        mine = [
+            position[a.record.dimension, a.record.offset] for a in ahead if a.record.key == agent
+        ]
+        assert mine == sorted(mine)
+    # The merge still releases every record in the same order: those taken marked as applied.
+    after = m.release(NOW)
+    assert [(r.dimension, r.offset) for r in after] == [(r.dimension, r.offset) for r in released]
+    assert {(r.dimension, r.offset) for r in after if r.signal is APPLIED_AHEAD} == done
+
+
+def test_a_critical_signal_waits_while_a_topic_not_caught_up_may_hold_earlier_records() -> None:
+    m = merge(caught_up=False)
+    m.add([record(0, 0, OLD + 10), record(2, 0, OLD + 20, value=0.0)])
+    assert m.take_ahead(NOW) == []
+    # Once every other topic has shown a later record, its turn is known.
+    m.add([record(d, 0, OLD + 30, AGENTS[1]) for d in (1, 3, 4)])
+    m.add([record(0, 1, OLD + 30, AGENTS[1])])
+    assert [(a.record.dimension, a.record.offset) for a in m.take_ahead(NOW)] == [(0, 0), (2, 0)]
+
+
+def test_a_caught_up_empty_topic_holds_a_live_critical_signal_for_the_merge_wait() -> None:
+    m = merge(caught_up=True, wait_ms=100)
+    m.add([record(2, 0, NOW - 50, value=0.0)])
+    assert m.take_ahead(NOW) == []
+    m.add([record(1, 0, NOW - 40, AGENTS[1])])  # records come in: it is looked at again
+    assert [(a.record.dimension, a.record.offset) for a in m.take_ahead(NOW + 60)] == [(2, 0)]
+
+
+def test_a_critical_signal_released_in_its_turn_is_not_taken_again() -> None:
+    m = merge()
+    m.add([record(2, 0, OLD, value=0.0)] + [record(d, 0, OLD + 5, AGENTS[1]) for d in (0, 1, 3, 4)])
+    assert len(m.release(NOW, limit=1)) == 1
+    m.add([record(0, 1, OLD + 9, AGENTS[1])])
+    assert m.take_ahead(NOW) == []
+
+
+def test_looking_for_a_turn_is_bounded_and_a_deep_critical_signal_takes_its_turn() -> None:
+    m = merge()
+    m.add([record(0, i, OLD + i, AGENTS[1]) for i in range(5_000)])
+    m.add([record(1, 0, OLD + 4_000, value=0.0)] + [record(d, 0, OLD + 9_999) for d in (2, 3, 4)])
+    assert m.take_ahead(NOW, max_steps=1_000) == []  # 5,004 records queued
+    m.add([record(0, 5_000, OLD + 9_999, AGENTS[1])])
+    assert len(m.take_ahead(NOW, max_steps=10_000)) == 1
+
+
+def test_the_fields_read_by_position_are_where_they_are_read() -> None:
+    from streams.processing import ahead
+
+    probe = record(3, 17, OLD + 5)
+    assert (ahead._OFFSET(probe), ahead._KEY(probe), ahead._EVENT(probe)) == (
+        probe.offset,
+        probe.key,
+        probe.event_ms,
+    )
