@@ -42,18 +42,15 @@ EXPLANATIONS: dict[str, str] = {
         "more workers (partitions spread over processes) close the rest."
     ),
     "revocation_p99_ms_50pct": (
-        "Two things add up (see the plot of the worst latency by moment in the window). The "
-        "base: at half load the worker's core is half taken by signals, on a machine whose "
-        "{cpus} cores also run the broker and the load generator, so a probe waits for the "
-        "batches ahead of it (p50 {revocation_p50_ms_50pct}, against {revocation_p50_ms_10pct} "
-        "at 10% load). The tail: for about ten seconds after each window closes, every agent "
-        "active in it is due at once, and the closes compete with the signals for the same "
-        "core; work arrives faster than it is done and signals queue. Closing in slices keeps "
-        "any single wait short, not the queue. What would close it: give signals precedence "
-        "over closing (close only while the feed has nothing waiting, within the emission "
-        "budget), send critical signals ahead of the rest, run the worker where it has its "
-        "core to itself, and spread agents over more workers so that a window's closes fit "
-        "in the spare capacity."
+        "The worker is near its live capacity at this load. Critical signals already go ahead "
+        "of other agents' queued signals, and closing turns are at most 20 ms with their "
+        "outputs confirmed outside them. What is left is the wait to be fetched and read: the "
+        "event loop runs the consumer's fetching only between turns, and at half load on a "
+        "machine whose {cpus} cores also run the broker and the load generator it is busy most "
+        "of the time (p50 {revocation_p50_ms_50pct}, against {revocation_p50_ms_10pct} at 10% "
+        "load; the backlog left when the load stopped shows how close to capacity it ran). "
+        "What would close it: cheaper signals and state encoding (a compiled codec), fetching "
+        "and reading signals off the event loop, and spreading agents over more workers."
     ),
     "window_lag_p99_ms": (
         "Window emission waits for the first tick after end plus grace (ticks every "

@@ -843,12 +843,14 @@ def build_result(
         "no single signal can revoke a fresh agent (its score cannot fall below 375). Every "
         "revocation was checked to name the probe's own signal (topic, partition, offset) as "
         "its trigger.",
-        "What a revocation waits for in the worker: the batch its signal is fetched in (the "
-        "signal feed fetches whatever has arrived, without waiting to fill a batch), a slice "
-        "of window closing if one holds the worker (at most a few milliseconds each), that "
-        "batch's processing, a flush of the staged state to the changelog (acks=all) before "
-        "any output is published, then the revocation's own produce and fetch. The load "
-        "generator, the broker and the worker share the machine's cores.",
+        "What a revocation waits for in the worker: the turn that holds the worker when its "
+        "signal is fetched (a signal batch, a checkpoint slice, or a closing turn of at most "
+        "20 ms), the reading of the records fetched with it, then, applied ahead of the other "
+        "agents' signals queued before it, its agent's state written to the changelog "
+        "(acks=all) before the revocation is published, and the revocation's own produce and "
+        "fetch. The event loop also runs the consumer's fetching between turns: when the worker "
+        "is busy most of the time, a signal waits to be fetched too. The load generator, the "
+        "broker and the worker share the machine's two cores.",
         "The background runs over every window close of its agents: every agent's window "
         f"closes at once, {GRACE_SECONDS:g} s into the next window, and those closes compete "
         "with probes for the worker, as they do in production. The plots of the worst "
