@@ -174,16 +174,15 @@ class SignalMerge:
             queues = self._queues[partition]
             waiting = []
             for critical in criticals:
-                ahead = WAIT
-                if steps.left > 0:
-                    ahead = take_before(
-                        queues,
-                        critical,
-                        now_ms,
-                        lambda d, p=partition: self.caught_up(d, p),  # type: ignore[misc]
-                        self.wait_ms,
-                        steps,
-                    )
+                # Past the budget, this still drops those released meanwhile (cheaply).
+                ahead = take_before(
+                    queues,
+                    critical,
+                    now_ms,
+                    lambda d, p=partition: self.caught_up(d, p),  # type: ignore[misc]
+                    self.wait_ms,
+                    steps,
+                )
                 if ahead is WAIT:
                     waiting.append(critical)
                 else:
