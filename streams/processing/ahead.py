@@ -132,9 +132,11 @@ def take_before(
             # Ties go to the lower dimension.
             before = (bisect_right if d < dimension else bisect_left)(ranks, critical_rank)
             # Records of this topic-partition not fetched yet might go before it: it may go
-            # only when the merge would release it facing this queue empty (every time before
-            # it is at most its rank, so that rank stands for them all).
-            if before == len(queue) and not (caught_up(d) and now_ms >= critical_rank + wait_ms):
+            # only when the merge would release it facing this queue empty. The merge holds a
+            # head until min(its time, its arrival) + wait_ms; for every record up to this one
+            # that is at most min(its rank, now), which stands for them all.
+            held_until = min(critical_rank, now_ms) + wait_ms
+            if before == len(queue) and not (caught_up(d) and now_ms >= held_until):
                 return WAIT
         for index in _indexes_of(list(map(_KEY, islice(queue, before))), agent):
             record = queue[index]

@@ -177,3 +177,11 @@ def test_the_fields_read_by_position_are_where_they_are_read() -> None:
         probe.key,
         probe.event_ms,
     )
+
+
+def test_a_critical_signal_stamped_ahead_of_the_worker_clock_is_not_held_for_its_time() -> None:
+    """A producer whose clock runs ahead: with no merge wait the merge releases such a signal
+    at once, and so is it taken ahead at once, not when the worker's clock reaches its time."""
+    m = merge(caught_up=True, wait_ms=0)
+    m.add([record(2, 0, NOW + 500, value=0.0)])
+    assert [(a.record.dimension, a.record.offset) for a in m.take_ahead(NOW)] == [(2, 0)]
