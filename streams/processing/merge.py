@@ -165,6 +165,8 @@ class SignalMerge:
         critical signals wait for their turn; and a partition is looked at again only once more
         of its records came in."""
         taken: list[Ahead] = []
+        if not self._critical_new:  # every batch asks; usually there is nothing new to look at
+            return taken
         steps = Steps(max_steps)
         for partition in list(self._critical_new):
             self._critical_new.discard(partition)
