@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
@@ -217,6 +218,18 @@ class _Admin(AIOKafkaAdminClient):  # type: ignore[misc]
         await _diagnosed(super().start(), self._trust_connection)
 
 
+class _Client(AIOKafkaClient):  # type: ignore[misc]
+    def __init__(self, conn: KafkaConnection, **options: Any) -> None:
+        super().__init__(**options)
+        self._trust_connection = conn
+
+    async def start(self) -> None:
+        await _diagnosed(self.bootstrap(), self._trust_connection)
+
+    async def stop(self) -> None:
+        await self.close()
+
+
 def _refuse(overrides: dict[str, Any], fixed: frozenset[str] | set[str], what: str) -> None:
     refused = sorted(fixed & overrides.keys())
     if refused:
@@ -281,6 +294,15 @@ def consumer(where: Connectable, *topics: str, purpose: str, **overrides: Any) -
     """An unstarted consumer, subscribed to ``topics`` when given (else assign partitions)."""
     options = consumer_options(where, purpose=purpose, **overrides)
     return _Consumer(connection(where), *topics, **options)
+
+
+def client(where: Connectable, *, purpose: str, **overrides: Any) -> AIOKafkaClient:
+    """An unstarted low-level client (``start``/``stop``), for reads that a consumer makes too
+    costly (see :mod:`streams.kafka.logreader`). It sends what it is given: the read_committed
+    guarantee is its user's to keep."""
+    _refuse(overrides, _CONNECTION_OPTIONS | {"client_id"}, "client")
+    conn = connection(where)
+    return _Client(conn, **overrides, **_base(conn, purpose, None))
 
 
 def fetch_position(consumer: AIOKafkaConsumer, tp: Any) -> int | None:

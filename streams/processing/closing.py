@@ -168,7 +168,10 @@ class PartitionSchedule:
         return count
 
     def track(self, key: bytes, state: AgentState) -> None:
-        for start in state.open_windows:
+        self.track_starts(key, state.open_windows)
+
+    def track_starts(self, key: bytes, starts: Iterable[int]) -> None:
+        for start in starts:
             agents = self.open_windows.get(start)
             if agents is None:
                 self.open_windows[start] = {key}

@@ -11,13 +11,16 @@ transitions can work on raises :class:`StateFormatError` (and nothing else).
 
 Formats: 1 had 17 elements; 2 adds each dimension's score accepted at reinstatement and the time
 the last signal was applied; 3 adds, per open window, each dimension's score as of its end (when
-known), the signal that last closed windows, and, last, the open windows' starts again, where
-rebuilding a partition's schedule reads them without decoding the state
-(:func:`open_window_starts`).
+known), the signal that last closed windows, and the open windows' starts again; 4 adds, last, the
+tick that last closed windows again and a CRC-32 of every byte before it. A worker taking a
+partition over reads its window schedule from those last fields of each state, checked by the
+CRC, without decoding the rest (:func:`sealed_schedule`: about 1 us, against 20 for a decode), and
+a damaged byte anywhere in a state is found all the same.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -26,10 +29,13 @@ from streams.scoring.agent import AgentState, Reinstatement, Revocation, ScoreUp
 from streams.scoring.decoding import StateFormatError as StateFormatError
 from streams.scoring.decoding import state_from_fields
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Formats this release reads.
-READABLE_FORMATS = (1, 2, 3)
-_FIELDS = {1: 17, 2: 19, 3: 21}
+READABLE_FORMATS = (1, 2, 3, 4)
+_FIELDS = {1: 17, 2: 19, 3: 21, 4: 23}
+#: Where format 3's fields end in a format-4 record (the tick and the CRC follow).
+_FORMAT_3_FIELDS = _FIELDS[3]
+_LAST_CLOSE_TICK_AT = 11
 
 
 def _encode_revocation(r: Revocation | None) -> list[Any] | None:
@@ -100,7 +106,7 @@ def _encode_history(history: list[tuple[int, int]]) -> list[int]:
 
 
 def encode_state(state: AgentState) -> bytes:
-    return orjson.dumps(
+    unsealed = orjson.dumps(
         [
             FORMAT_VERSION,
             state.recent,
@@ -128,24 +134,46 @@ def encode_state(state: AgentState) -> bytes:
             state.last_signal_at_ms,
             state.last_close_signal,
             sorted(state.open_windows),
+            state.last_close_tick,
         ]
-    )
+    )[:-1]
+    return b"%b,%d]" % (unsealed, zlib.crc32(unsealed))
 
 
-def open_window_starts(data: bytes) -> list[int] | None:
-    """The open windows' starts of a stored state, read from its last field without decoding the
-    rest (a few microseconds, against tens for a decode); None when ``data`` is not a format-3
-    state whose last field reads as a list of integers (decode it then)."""
-    if not data.startswith(b"[3,") or not data.endswith(b"]]"):
+def sealed_schedule(data: bytes) -> tuple[list[int], int] | None:
+    """A stored state's open windows' starts and the tick that last closed its windows, read
+    from its last fields without decoding the rest, once its CRC matches; None when ``data`` is
+    not a format-4 state with a matching CRC (decode it then, to find out what it is)."""
+    if not data.startswith(b"[4,") or not data.endswith(b"]"):
         return None
-    opening = data.rfind(b"[", 0, len(data) - 1)
-    inner = data[opening + 1 : -2]
-    if not inner:
-        return []
+    seal_at = data.rfind(b",")
+    tick_at = data.rfind(b",", 0, seal_at)
     try:
-        return [int(part) for part in inner.split(b",")]
+        if zlib.crc32(memoryview(data)[:seal_at]) != int(data[seal_at + 1 : -1]):
+            return None
+        tick = int(data[tick_at + 1 : seal_at])
     except ValueError:
         return None
+    opening = data.rfind(b"[", 0, tick_at)
+    if opening < 0 or data[tick_at - 1] != _CLOSING_BRACKET:
+        return None
+    inner = data[opening + 1 : tick_at - 1]
+    try:
+        return ([int(part) for part in inner.split(b",")] if inner else []), tick
+    except ValueError:
+        return None
+
+
+_CLOSING_BRACKET = ord("]")
+
+
+def _check_seal(data: bytes, fields: list[Any]) -> None:
+    """A format-4 record's CRC and repeated tick are what its bytes say."""
+    seal_at = data.rfind(b",")
+    if type(fields[-1]) is not int or fields[-1] != zlib.crc32(memoryview(data)[:seal_at]):
+        raise StateFormatError("agent state record is damaged: its CRC does not match")
+    if fields[-2] != fields[_LAST_CLOSE_TICK_AT] or type(fields[-2]) is not int:
+        raise StateFormatError("agent state record is damaged: its two closing ticks differ")
 
 
 def decode_state(data: bytes) -> AgentState:
@@ -167,6 +195,9 @@ def decode_state(data: bytes) -> AgentState:
             f"agent state record is damaged: format {version} has {_FIELDS[version]} fields, "
             f"this one {len(raw)}"
         )
+    if version == 4:
+        _check_seal(data, raw)
+        raw = raw[:_FORMAT_3_FIELDS]
     try:
         return state_from_fields(raw)
     except (ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:

@@ -281,7 +281,8 @@ def _decode_close_signal(raw: Any) -> tuple[int, int] | None:
 
 
 def state_from_fields(raw: list[Any]) -> AgentState:
-    """The state of a record's fields (format 1, 2 or 3, by their count; the version first)."""
+    """The state of a record's fields (format 1, 2 or 3, by their count, the version first; a
+    format-4 record is read without its last two fields)."""
     (
         _,
         recent,

@@ -22,6 +22,7 @@ Keys are raw DID bytes, the same bytes producers partition by.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -32,11 +33,13 @@ from rocksdict import Rdict
 
 from streams.kafka.delivery import DeliveryHealth, Retrying
 from streams.scoring.agent import AgentState
-from streams.scoring.codec import decode_state, encode_state
+from streams.scoring.codec import StateFormatError, decode_state, encode_state
 from streams.state.cache import StateCache
 from streams.state.changelog import PERSISTED_OFFSET_KEY, ChangelogWriter
 from streams.state.files import StateCounters, open_or_wipe, wipe
 from streams.state.localdb import RocksMemory, memory_in_use, open_partition_db
+
+log = logging.getLogger(__name__)
 
 #: Keys that are not agents start with a NUL byte, which no DID can contain.
 RESERVED_PREFIX = b"\x00"
@@ -136,8 +139,27 @@ class StateStore:
         state = self.cached(partition, key)
         if state is None:
             raw = self.get(partition, key)
-            state = None if raw is None else decode_state(raw)
+            state = None if raw is None else self._decoded(partition, key, raw)
         return state
+
+    def _decoded(self, partition: int, key: bytes, raw: bytes) -> AgentState | None:
+        """The state stored bytes hold; None for bytes that are not one. The takeover check
+        reads only a state's CRC and schedule, so a state forged onto the changelog with a
+        matching CRC is first met here: like what the check finds undecodable in a restored
+        partition, it is deleted locally and the agent starts afresh, never a reason to stop."""
+        try:
+            return decode_state(raw)
+        except StateFormatError as exc:
+            log.error(
+                "Partition %d: stored state of %r does not decode (%s): deleted locally, that "
+                "agent starts afresh with its next signal",
+                partition,
+                key[:200],
+                exc,
+            )
+            self.db(partition).delete(key)
+            self.counters.state_entries_dropped += 1
+            return None
 
     def cached(self, partition: int, key: bytes) -> AgentState | None:
         return self._cache.get((partition, key))
@@ -160,10 +182,12 @@ class StateStore:
                 continue
             value = unconfirmed.pop(key, stored)
             if value is not None:  # else deleted, and not yet confirmed
-                yield key, decode_state(value)
+                decoded = self._decoded(partition, key, value)
+                if decoded is not None:
+                    yield key, decoded
         yield from staged.items()  # agents not yet written at all
         for key, value in unconfirmed.items():
-            if value is not None:
+            if value is not None:  # what this worker encoded: decodes
                 yield key, decode_state(value)
 
     # -- the cache and the stage ---------------------------------------------------------------

@@ -29,11 +29,10 @@ from tests.support.tls_files import Issued, issue, make_ca
 STREAMS = Path(__file__).resolve().parents[2] / "streams"
 CLIENTS_MODULE = STREAMS / "kafka" / "clients.py"
 SECURITY_MODULE = STREAMS / "kafka" / "security.py"
-CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
+CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient"}
 #: What builds a connection to a broker, or hands a client its security: only the clients module
 #: (and the security options it delegates to) may name them.
 CONNECTING = CLIENT_CLASSES | {
-    "AIOKafkaClient",
     "create_conn",
     "create_ssl_context",
     "SASLCredentials",

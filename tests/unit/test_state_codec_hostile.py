@@ -1,9 +1,13 @@
 """Decoding stored agent state trusts nothing: any bytes give a state the transitions can work on,
-or StateFormatError (never another exception). Format 1 records still decode."""
+or StateFormatError (never another exception). Format 1 records still decode.
+
+A current record carries a CRC of its bytes, so damage is found whatever it hits; to reach the
+field checks behind it, the tests below seal what they change (:func:`sealed`)."""
 
 from __future__ import annotations
 
 import copy
+import zlib
 from typing import Any
 
 import orjson
@@ -24,7 +28,7 @@ from streams.scoring.codec import (
     StateFormatError,
     decode_state,
     encode_state,
-    open_window_starts,
+    sealed_schedule,
 )
 from streams.scoring.model import DEFAULT_WEIGHTS, DimensionFloor, ScoringConfig
 from streams.scoring.windows import WindowPolicy
@@ -74,7 +78,15 @@ def lived_state() -> AgentState:
 
 
 LIVED = lived_state()
-LIVED_FIELDS: list[Any] = orjson.loads(encode_state(LIVED))
+#: The lived state's fields, without the CRC that ends a record.
+LIVED_FIELDS: list[Any] = orjson.loads(encode_state(LIVED))[:-1]
+
+
+def sealed(fields: list[Any]) -> bytes:
+    """A record of ``fields`` with the CRC a worker would have written after them."""
+    unsealed = orjson.dumps(fields)[:-1]
+    return b"%b,%d]" % (unsealed, zlib.crc32(unsealed))
+
 
 json_values = st.recursive(
     st.none()
@@ -216,7 +228,7 @@ def kin(value: Any) -> st.SearchStrategy[Any]:
 def test_a_state_with_any_one_part_replaced_decodes_or_is_refused(data: st.DataObject) -> None:
     path = data.draw(st.sampled_from(LIVED_PATHS[1:]))  # [0] is the version: covered above
     new = data.draw(json_values | kin(at(LIVED_FIELDS, path)))
-    decodes_or_refuses(orjson.dumps(replaced(LIVED_FIELDS, path, new)))
+    decodes_or_refuses(sealed(replaced(LIVED_FIELDS, path, new)))
 
 
 @settings(max_examples=300, deadline=None)
@@ -225,7 +237,7 @@ def test_a_state_with_any_one_part_removed_decodes_or_is_refused(path: tuple[int
     parent = path[:-1]
     inner = at(LIVED_FIELDS, parent)
     shorter = [v for i, v in enumerate(inner) if i != path[-1]]
-    decodes_or_refuses(orjson.dumps(replaced(LIVED_FIELDS, parent, shorter)))
+    decodes_or_refuses(sealed(replaced(LIVED_FIELDS, parent, shorter)))
 
 
 @pytest.mark.parametrize(
@@ -253,11 +265,13 @@ def test_a_state_with_any_one_part_removed_decodes_or_is_refused(path: tuple[int
         ((19, 1), -1),
         ((20,), [1]),  # open windows' starts that disagree with the windows
         ((20, 0), 1),
+        ((21,), LIVED.last_close_tick + 1),  # the closing tick repeated, not the same
+        ((21,), "1"),
     ],
 )
 def test_damaged_fields_are_refused(path: tuple[int, ...], value: Any) -> None:
     with pytest.raises(StateFormatError, match="damaged"):
-        decode_state(orjson.dumps(replaced(LIVED_FIELDS, path, value)))
+        decode_state(sealed(replaced(LIVED_FIELDS, path, value)))
 
 
 def test_the_lived_state_has_every_field_in_use() -> None:
@@ -268,15 +282,44 @@ def test_the_lived_state_has_every_field_in_use() -> None:
     assert any(tally.ends for tally in LIVED.open_windows.values())
     assert LIVED.last_close_signal == (1, 7)
     assert decode_state(encode_state(LIVED)) == LIVED
-    assert FORMAT_VERSION == 3 and len(LIVED_FIELDS) == 21
-    assert open_window_starts(encode_state(LIVED)) == sorted(LIVED.open_windows)
+    assert FORMAT_VERSION == 4 and len(LIVED_FIELDS) == 22
+    assert sealed_schedule(encode_state(LIVED)) == (
+        sorted(LIVED.open_windows),
+        LIVED.last_close_tick,
+    )
 
 
-def test_open_window_starts_are_read_without_decoding_or_not_at_all() -> None:
-    assert open_window_starts(encode_state(AgentState())) == []
-    assert open_window_starts(format_2(LIVED)) is None  # older formats: decoded instead
-    assert open_window_starts(b"[3,1,2,[1,x]]") is None
-    assert open_window_starts(b"not a state") is None
+def test_the_schedule_is_read_without_decoding_only_from_an_intact_current_record() -> None:
+    assert sealed_schedule(encode_state(AgentState())) == ([], -1)
+    assert sealed_schedule(format_3(LIVED)) is None  # older formats: decoded instead
+    assert sealed_schedule(format_2(LIVED)) is None
+    assert sealed_schedule(b"[4,1,2,[1,x],3,4]") is None
+    assert sealed_schedule(b"not a state") is None
+    assert sealed_schedule(sealed([4, [1, "x"], 3])) is None
+
+
+def test_a_change_to_any_byte_of_a_record_is_found_by_its_crc() -> None:
+    record = encode_state(LIVED)
+    for at in range(len(record)):
+        for flip in (1, 0x20):
+            damaged = bytearray(record)
+            damaged[at] ^= flip
+            assert sealed_schedule(bytes(damaged)) is None, at
+            with pytest.raises(StateFormatError):
+                decode_state(bytes(damaged))
+
+
+def format_3(state: AgentState) -> bytes:
+    """The record release 3 wrote: the current fields without the repeated tick and the CRC."""
+    return orjson.dumps([3, *fields_of(state)[1:21]])
+
+
+def fields_of(state: AgentState) -> list[Any]:
+    return orjson.loads(encode_state(state))
+
+
+def test_a_format_3_record_decodes_to_the_same_state() -> None:
+    assert decode_state(format_3(LIVED)) == LIVED
 
 
 def format_2(state: AgentState) -> bytes:

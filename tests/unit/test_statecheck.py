@@ -5,6 +5,7 @@ from the changelog that follows a reset is covered by tests/integration/test_sta
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import orjson
@@ -134,6 +135,51 @@ async def test_every_damaged_entry_is_named_and_left_out_of_the_schedule(
     assert check.schedule.open_windows == {2_000: {b"did:mesh:good"}}
     first_only = await check_partition(store, 1, TOPICS, collect=False)
     assert [key for key, _ in first_only.damaged] == [CLOCK_KEY]
+
+
+async def test_a_state_damaged_past_its_schedule_fields_is_found_by_its_crc(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    intact = encode_state(_agent(3_000, last_close_tick=4))
+    damaged = intact.replace(b"[[]", b"[[1]", 1)  # a recent value slipped in; the tail intact
+    assert damaged != intact and damaged.endswith(intact[-30:])
+    older = orjson.dumps([3, *orjson.loads(intact)[1:21]])  # release 3 wrote no CRC
+    _fill(store, 0, {b"did:mesh:a": damaged, b"did:mesh:b": intact, b"did:mesh:c": older})
+    check = await check_partition(store, 0, TOPICS)
+    assert [key for key, _ in check.damaged] == [b"did:mesh:a"]
+    assert "CRC" in check.damaged[0][1]
+    assert check.agents == 2
+    assert check.schedule.open_windows == {3_000: {b"did:mesh:b", b"did:mesh:c"}}
+    assert check.schedule.closed_by_tick == {4: [b"did:mesh:b", b"did:mesh:c"]}
+
+
+def test_a_state_forged_with_a_matching_crc_is_dropped_where_it_is_met(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _store(tmp_path)
+    fields = orjson.loads(encode_state(_agent(3_000)))[:-1]
+    fields[2] = [1, 2, 3]  # three dimensions' counts: not a state, whatever its CRC says
+    unsealed = orjson.dumps(fields)[:-1]
+    forged = b"%b,%d]" % (unsealed, zlib.crc32(unsealed))
+    _fill(store, 0, {b"did:mesh:forged": forged, b"did:mesh:good": encode_state(_agent(1))})
+    assert store.lookup(0, b"did:mesh:forged") is None
+    assert "did:mesh:forged" in caplog.text and "deleted locally" in caplog.text
+    assert store.counters.state_entries_dropped == 1
+    assert store.db(0).get(b"did:mesh:forged") is None
+    assert [key for key, _ in store.iter_agents(0)] == [b"did:mesh:good"]
+
+
+def test_iterating_agents_skips_and_drops_a_forged_state_too(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    fields = orjson.loads(encode_state(_agent(3_000)))[:-1]
+    fields[8] = "yes"  # revoked must be a boolean
+    unsealed = orjson.dumps(fields)[:-1]
+    forged = b"%b,%d]" % (unsealed, zlib.crc32(unsealed))
+    _fill(store, 0, {b"did:mesh:forged": forged, b"did:mesh:good": encode_state(_agent(1))})
+    assert [key for key, _ in store.iter_agents(0)] == [b"did:mesh:good"]
+    assert store.counters.state_entries_dropped == 1
+    assert store.db(0).get(b"did:mesh:forged") is None
 
 
 async def test_dropping_damaged_entries_deletes_only_those_and_counts_them(
