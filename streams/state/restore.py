@@ -111,15 +111,21 @@ async def restore_verified(
         problem = _unreadable_offset(store, partition)
         if problem is not None:
             _reset(store, partition, problem)
+    fresh = {p for p in wanted if _is_empty(store, p)}
     await restore_partitions(store, kafka, wanted)
-    checks = {p: await check_partition(store, p, signal_topics, collect=False) for p in wanted}
+    checks = {
+        p: await check_partition(store, p, signal_topics, collect=False, fresh=p in fresh)
+        for p in wanted
+    }
     damaged = [p for p, check in checks.items() if check.damaged]
     if damaged:
         for partition in damaged:
             _reset(store, partition, checks[partition].describe())
         await restore_partitions(store, kafka, damaged)
         for partition in damaged:
-            check = checks[partition] = await check_partition(store, partition, signal_topics)
+            check = checks[partition] = await check_partition(
+                store, partition, signal_topics, fresh=True
+            )
             if check.damaged:
                 drop_damaged(store, check)
     for partition, check in checks.items():
@@ -131,6 +137,13 @@ async def restore_verified(
             check.seconds,
         )
     return checks
+
+
+def _is_empty(store: StateStore, partition: int) -> bool:
+    try:
+        return next(iter(store.db(partition).keys()), None) is None
+    except Exception:  # a read of a corrupt file: not empty, and the check will say why
+        return False
 
 
 def _unreadable_offset(store: StateStore, partition: int) -> str | None:
