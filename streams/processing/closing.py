@@ -187,8 +187,9 @@ class PartitionSchedule:
         return sorted(agents)
 
     def take_closed_by(self, tick_offset: int) -> list[bytes]:
-        """Agents closed by the tick at ``tick_offset``; forgets every older tick too."""
-        found = self.closed_by_tick.pop(tick_offset, [])
+        """Agents closed by the tick at ``tick_offset``, in key order (however the schedule was
+        built); forgets every older tick too."""
+        found = sorted(self.closed_by_tick.pop(tick_offset, []))
         for older in [o for o in self.closed_by_tick if o < tick_offset]:
             del self.closed_by_tick[older]
         return found

@@ -33,7 +33,7 @@ from streams.processing.closing import PartitionClock, PartitionSchedule
 from streams.scoring.agent import AgentState
 from streams.scoring.codec import decode_state, sealed_schedule
 from streams.state.changelog import PERSISTED_OFFSET_KEY
-from streams.state.files import raw_items
+from streams.state.files import scan_items
 from streams.state.store import (
     CLOCK_KEY,
     RESERVED_PREFIX,
@@ -157,7 +157,7 @@ async def check_partition(
     check = PartitionCheck(partition)
     started = time.perf_counter()
     try:
-        entries = raw_items(store.db(partition))
+        entries = scan_items(store.db(partition))
         while chunk := list(itertools.islice(entries, CHECK_CHUNK)):
             if not _check_chunk(check, chunk, signal_topics, verify=not fresh, collect=collect):
                 break

@@ -3,8 +3,8 @@
 A worker that takes a partition over reads the partition's changelog from the offset after the
 one its database last stored (from the start, for an empty database) to the end as it was when
 the restore began, and writes the records to RocksDB in large write batches, with the persisted
-offset in the same batch. A plain aiokafka consumer reads a few hundred thousand records per
-second here; that, not per-record bookkeeping, is what bounds a restore.
+offset in the same batch. The records are read as raw batches (:mod:`streams.kafka.logreader`):
+aiokafka's consumer alone takes 2.7 us a record here, twice what writing it to RocksDB costs.
 
 Local state is only a cache of the changelog, so damage to it is repaired rather than fatal
 (:func:`restore_verified`): a database that cannot be opened or read, or that holds an entry that

@@ -79,7 +79,7 @@ TARGETS_AT_AGENTS = 1_000_000
 STATE_BYTES_PER_AGENT_TARGET = 2048
 CHANGELOG_BYTES_PER_SIGNAL_TARGET = 300
 RSS_MIB_TARGET = 1024
-RESTORE_AGENTS_PER_S_TARGET = 100_000
+RESTORE_AGENTS_PER_S_TARGET = 250_000
 
 #: The real windows (the settings' defaults). A quick run uses short ones, so that waiting for
 #: every window to close costs seconds, not half a minute; the states are alike either way.
