@@ -55,20 +55,37 @@ class WindowClosing:
 
     async def close_due(self, partitions: set[int]) -> None:
         """Close the windows found due in ``partitions``, a turn at a time, their outputs
-        confirmed before returning (a tick is committed after: see ScoringPipeline)."""
+        confirmed before returning (a tick is committed after: see ScoringPipeline).
+
+        A turn's outputs are confirmed while the next turn closes: waiting for Kafka after each
+        turn left the worker idle half the time, and closing a million agents' windows took
+        over five minutes. Each turn's outputs are sent only once the previous turn's are
+        confirmed, so they reach their topics in the order they were closed."""
         schedules = self.handlers.schedules
         deadline = time.perf_counter() + CLOSE_BUDGET_SECONDS
-        while time.perf_counter() < deadline and any(
-            schedules[p].pending for p in partitions if p in schedules
-        ):
-            async with self._turn:
-                outbox = await self._close_turn(partitions)
-            try:
-                await self.durability.deliver(outbox)
-            except BaseException as exc:
-                self.durability.fail(exc)
-                raise
-            await asyncio.sleep(0)
+        delivering: asyncio.Task[None] | None = None
+        try:
+            while time.perf_counter() < deadline and any(
+                schedules[p].pending for p in partitions if p in schedules
+            ):
+                async with self._turn:
+                    outbox = await self._close_turn(partitions)
+                if delivering is not None:
+                    await delivering
+                delivering = asyncio.ensure_future(self._deliver(outbox))
+                await asyncio.sleep(0)
+            if delivering is not None:
+                await delivering
+        finally:
+            if delivering is not None and not delivering.done():
+                delivering.cancel()
+
+    async def _deliver(self, outbox: Outbox) -> None:
+        try:
+            await self.durability.deliver(outbox)
+        except BaseException as exc:
+            self.durability.fail(exc)
+            raise
 
     def turn_seconds(self) -> float:
         """As long as the last signal batch's turn, within bounds. A fixed short turn starved
