@@ -14,6 +14,8 @@ does not decode after that came from the changelog itself; it is deleted locally
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import time
 from collections.abc import Iterable
@@ -63,6 +65,7 @@ async def restore_partitions(
     for partition in starts:
         # Written without RocksDB's write-ahead log: on disk before the partition is used.
         store.db(partition).flush(wait=True)
+    _return_freed_memory()
     report = RestoreReport(records, time.perf_counter() - started)
     log.info(
         "Restored partitions %s from the changelog: %d records in %.2f s",
@@ -79,6 +82,14 @@ async def restore_partitions(
 _WITHOUT_WAL = WriteOptions()
 # A property at run time; rocksdict's type stubs call it a method.
 setattr(_WITHOUT_WAL, "disable_wal", True)  # noqa: B010
+
+
+def _return_freed_memory() -> None:
+    """Give the C heap's free memory back to the system. A restore passes every record through
+    memory once (a gigabyte for a million agents) in pieces glibc keeps after they are freed:
+    measured, a restored worker held 600 MiB more than it used, until this 30 ms call."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator decides
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _write(db: Rdict, chunk: Batches) -> int:
