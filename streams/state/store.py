@@ -139,27 +139,8 @@ class StateStore:
         state = self.cached(partition, key)
         if state is None:
             raw = self.get(partition, key)
-            state = None if raw is None else self._decoded(partition, key, raw)
+            state = None if raw is None else decoded_or_dropped(self, partition, key, raw)
         return state
-
-    def _decoded(self, partition: int, key: bytes, raw: bytes) -> AgentState | None:
-        """The state stored bytes hold; None for bytes that are not one. The takeover check
-        reads only a state's CRC and schedule, so a state forged onto the changelog with a
-        matching CRC is first met here: like what the check finds undecodable in a restored
-        partition, it is deleted locally and the agent starts afresh, never a reason to stop."""
-        try:
-            return decode_state(raw)
-        except StateFormatError as exc:
-            log.error(
-                "Partition %d: stored state of %r does not decode (%s): deleted locally, that "
-                "agent starts afresh with its next signal",
-                partition,
-                key[:200],
-                exc,
-            )
-            self.db(partition).delete(key)
-            self.counters.state_entries_dropped += 1
-            return None
 
     def cached(self, partition: int, key: bytes) -> AgentState | None:
         return self._cache.get((partition, key))
@@ -182,7 +163,7 @@ class StateStore:
                 continue
             value = unconfirmed.pop(key, stored)
             if value is not None:  # else deleted, and not yet confirmed
-                decoded = self._decoded(partition, key, value)
+                decoded = decoded_or_dropped(self, partition, key, value)
                 if decoded is not None:
                     yield key, decoded
         yield from staged.items()  # agents not yet written at all
@@ -361,3 +342,25 @@ class PartitionStates:
             assert state is not None
             stage(partition, key, state)
         self._dirty.clear()
+
+
+def decoded_or_dropped(
+    store: StateStore, partition: int, key: bytes, raw: bytes
+) -> AgentState | None:
+    """The state stored bytes hold; None for bytes that are not one. The takeover check reads
+    only a state's CRC and schedule, so a state forged onto the changelog with a matching CRC is
+    first met here: like what the check finds undecodable in a restored partition, it is deleted
+    locally and the agent starts afresh, never a reason to stop."""
+    try:
+        return decode_state(raw)
+    except StateFormatError as exc:
+        log.error(
+            "Partition %d: stored state of %r does not decode (%s): deleted locally, that agent "
+            "starts afresh with its next signal",
+            partition,
+            key[:200],
+            exc,
+        )
+        store.db(partition).delete(key)
+        store.counters.state_entries_dropped += 1
+        return None
