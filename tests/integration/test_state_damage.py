@@ -1,17 +1,22 @@
 """Damaged local state heals itself: the worker deletes the partition's database and restores it
 from the changelog instead of crash-looping, and scores continue exactly (judged by the oracle).
-A record the changelog itself holds undecodable is dropped once, never looped on."""
+A record the changelog itself holds undecodable is dropped once, never looped on; one forged with
+a matching CRC is dropped where it is first read."""
 
 from __future__ import annotations
 
 import os
 import random
 import shutil
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
+import orjson
 from rocksdict import Options, Rdict
 
+from streams.scoring.agent import AgentState
+from streams.scoring.codec import encode_state
 from tests.oracle import DIMENSIONS, OracleAgent
 from tests.support.kafka_io import consume, produce
 from tests.support.signals import Fleet, dedupe_updates, latest_update_per_agent
@@ -153,5 +158,62 @@ async def test_an_undecodable_changelog_record_is_dropped_once_and_never_looped_
     worker.wait_until_ready(timeout=120)
     assert "the changelog holds an undecodable entry" not in worker.log_since_start()
     assert "local state is damaged" not in worker.log_since_start()
+    assert worker.running()
+    assert "Traceback" not in worker.log
+
+
+async def test_a_state_forged_with_a_matching_crc_is_dropped_where_it_is_met(
+    kafka_bootstrap: str, spawn_worker, topic_prefix: str
+) -> None:
+    rng = random.Random(31)
+    worker: WorkerProcess = spawn_worker(**SETTINGS)
+    worker.wait_until_ready(timeout=120)
+    fleet = Fleet(topic_prefix)
+    agents = [f"did:mesh:sealed-{i:03d}" for i in range(30)]
+    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 300))
+    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
+    assert worker.terminate() == 0
+
+    # A record that passes the takeover's CRC check and is still no state: whoever wrote it
+    # could compute the CRC. Three dimensions' counts where there are five.
+    fields = orjson.loads(encode_state(AgentState()))[:-1]
+    fields[2] = [1, 2, 3]
+    unsealed = orjson.dumps(fields)[:-1]
+    forged = b"%b,%d]" % (unsealed, zlib.crc32(unsealed))
+    victim = agents[2]
+    await produce(
+        kafka_bootstrap, [(f"{topic_prefix}trust.internal.agent-state", victim.encode(), forged)]
+    )
+    worker.start()
+    worker.wait_until_ready(timeout=120)
+    assert "local state is damaged" not in worker.log_since_start()  # the CRC matches
+    # Met at the victim's next signal: dropped there, and that agent starts afresh.
+    fleet.sent.pop(victim)
+    afresh = Fleet(topic_prefix)
+    others = [a for a in agents if a != victim]
+    await produce(
+        kafka_bootstrap,
+        _signals(fleet, rng, others, 300) + _signals(afresh, rng, [victim], 20),
+    )
+    worker.wait_for_log(f"stored state of {victim.encode()!r} does not decode")
+    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
+    # The victim's latest update is the oracle's over what it was sent since, and nothing else.
+    oracle = OracleAgent.replay(afresh.sent[victim])
+
+    def caught_up(records: list) -> bool:  # type: ignore[type-arg]
+        updates = dedupe_updates([r.json() for r in records]).values()
+        update = latest_update_per_agent(list(updates)).get(victim)
+        counts = {d: update["dimensions"][d]["signal_count"] for d in DIMENSIONS} if update else {}
+        return counts == oracle.lifetime_counts
+
+    records = await consume(
+        kafka_bootstrap,
+        [f"{topic_prefix}trust.scores"],
+        until=caught_up,
+        timeout=120,
+        what=f"an update of {victim} counting only the signals sent after the drop",
+    )
+    latest = latest_update_per_agent(list(dedupe_updates([r.json() for r in records]).values()))
+    assert latest[victim]["total_score"] == oracle.total_score
     assert worker.running()
     assert "Traceback" not in worker.log
