@@ -12,8 +12,10 @@ What the consumer did that a restore needs is done here too:
   (read_committed, as every reader of the service);
 - a partition is read up to its last stable offset as the broker first reports it: the end as it
   was when the read began;
-- a partition whose leader moved is fetched again once metadata is refreshed, for up to
-  ``give_up_after_s``;
+- a partition whose leader moved, or a broker that cannot be reached, is fetched again once
+  metadata is refreshed, for as long as it takes (as every client of the service waits out a
+  broker outage), with a warning every :data:`REPORT_EVERY_S`; an error that retrying cannot
+  cure (no permission to read, a corrupt batch) fails the read at once;
 - an offset below the log's start (records deleted) continues from the log's start;
 - compaction gaps are crossed by each batch's next offset, never by counting records;
 - the next fetch is sent before a response's batches are handed out, so the broker's work
@@ -44,6 +46,8 @@ READ_COMMITTED = 1
 #: How long the broker may hold a fetch that finds nothing (a read asks for what exists).
 FETCH_MAX_WAIT_MS = 100
 RETRY_BACKOFF_S = 0.1
+#: How often a partition that cannot be read is reported while the reader retries it.
+REPORT_EVERY_S = 30.0
 #: A control record's key: version, then type (0 aborts a transaction, 1 commits it).
 _CONTROL_KEY = struct.Struct(">hh")
 _ABORT = 0
@@ -87,6 +91,7 @@ class _Partition:
     #: Known from the first answer (its last stable offset); None until then.
     end: int | None = None
     failing_since: float | None = None
+    reported_at: float | None = None
     last_error: str = ""
 
 
@@ -97,7 +102,6 @@ async def read_to_end(
     *,
     partition_bytes: int = 8 * 1024 * 1024,
     request_bytes: int = 64 * 1024 * 1024,
-    give_up_after_s: float = 60.0,
 ) -> AsyncIterator[Batches]:
     """Yield the batches of each partition of ``topic`` in ``starts`` from its start offset to
     its end. ``client`` is a started aiokafka client; it is not closed here."""
@@ -109,13 +113,13 @@ async def read_to_end(
             if inflight is None:
                 inflight = await _fetch(client, topic, pending, partition_bytes, request_bytes)
                 if inflight is None:
-                    _check_failing(topic, pending, give_up_after_s)
+                    _report_failing(topic, pending)
                     continue
             try:
                 response, requested = await inflight
             except kafka_errors.KafkaError as exc:  # the connection, not a partition
                 _failing(pending.values(), f"{type(exc).__name__}: {exc}")
-                _check_failing(topic, pending, give_up_after_s)
+                _report_failing(topic, pending)
                 client.force_metadata_update()
                 await asyncio.sleep(RETRY_BACKOFF_S)
                 continue
@@ -126,7 +130,7 @@ async def read_to_end(
                 inflight = await _fetch(client, topic, pending, partition_bytes, request_bytes)
             for chunk in ready:
                 yield chunk
-            _check_failing(topic, pending, give_up_after_s)
+            _report_failing(topic, pending)
     finally:
         if inflight is not None:
             inflight.cancel()
@@ -266,12 +270,19 @@ def _failing(parts: Iterable[_Partition], why: str) -> None:
         part.last_error = why
 
 
-def _check_failing(topic: str, pending: dict[int, _Partition], give_up_after_s: float) -> None:
+def _report_failing(topic: str, pending: dict[int, _Partition]) -> None:
+    """Warn of each partition that has not been read for :data:`REPORT_EVERY_S`, and again
+    every time as long again passes."""
     now = time.monotonic()
     for part in pending.values():
-        if part.failing_since is not None and now - part.failing_since > give_up_after_s:
-            raise LogReadFailed(
-                f"{topic}[{part.number}] could not be read for {give_up_after_s:.0f} s "
-                f"(last: {part.last_error}); is the broker up, and is the worker allowed to "
-                "read the topic?"
-            )
+        since = part.failing_since
+        if since is None or now - (part.reported_at or since) < REPORT_EVERY_S:
+            continue
+        part.reported_at = now
+        log.warning(
+            "%s[%d] has not been readable for %.0f s (last: %s); retrying. Is the broker up?",
+            topic,
+            part.number,
+            now - since,
+            part.last_error,
+        )

@@ -3,6 +3,7 @@ where it reads on from, and how it answers each broker error, without a broker."
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from streams.kafka.logreader import (
     Batches,
     LogReadFailed,
     _batches,
-    _check_failing,
     _Partition,
+    _report_failing,
     _take,
     records_of,
 )
@@ -372,21 +373,28 @@ def test_take_ignores_an_answer_to_an_older_position_or_an_unasked_partition() -
 # --- _check_failing -----------------------------------------------------------------------
 
 
-def test_a_partition_failing_longer_than_the_reader_waits_fails_the_read() -> None:
+def test_a_partition_that_cannot_be_read_is_reported_every_half_minute_never_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = time.monotonic()
     pending = {
         0: _Partition(0, 0),
         1: _Partition(1, 0, failing_since=now - 10, last_error="NotLeaderForPartitionError"),
     }
-    _check_failing(TOPIC, pending, give_up_after_s=60)  # failing, but not for long enough
+    _report_failing(TOPIC, pending)  # failing, but not for long
+    assert caplog.records == []
 
     pending[1].failing_since = now - 61
-    with pytest.raises(
-        LogReadFailed,
-        match=r"trust\.changelog\[1\] could not be read for 60 s "
-        r"\(last: NotLeaderForPartitionError\)",
-    ):
-        _check_failing(TOPIC, pending, give_up_after_s=60)
-
-    pending[1].failing_since = None
-    _check_failing(TOPIC, pending, give_up_after_s=0)
+    _report_failing(TOPIC, pending)
+    assert len(caplog.records) == 1
+    assert re.search(
+        r"trust\.changelog\[1\] has not been readable for 6\d s "
+        r"\(last: NotLeaderForPartitionError\); retrying",
+        caplog.records[0].getMessage(),
+    )
+    _report_failing(TOPIC, pending)  # reported just now: not again yet
+    assert len(caplog.records) == 1
+    pending[1].reported_at = now - 31
+    _report_failing(TOPIC, pending)
+    assert len(caplog.records) == 2
+    assert set(pending) == {0, 1}  # never given up
