@@ -60,14 +60,17 @@ EXPLANATIONS: dict[str, str] = {
         "spreading agents over more workers does."
     ),
     "restore_work_agents_per_s": (
-        "Reading the changelog into RocksDB is not the slow part: a plain consumer and write "
-        "batches restored {restore_changelog_records_per_s} ({restore_changelog_read_s} for "
-        "every record). Rebuilding each partition's schedule of open windows is: it decodes "
-        "every stored state to find its windows ({restore_schedule_rebuild_s}). What would "
-        "close it: keep each agent's open window starts where the rebuild can read them without "
-        "decoding the state (a small header in front of the encoded state, or an index key per "
-        "partition), which leaves the read, well past the target; standby replicas would take "
-        "the restore out of failover altogether."
+        "Both halves run on one core, in Python, for every record and every agent. The read "
+        "takes raw record batches and writes them without RocksDB's write-ahead log "
+        "({restore_changelog_records_per_s}, {restore_changelog_read_s} in all; in a profile of "
+        "the same read outside the worker, a third was zstd decompression and RocksDB writes). "
+        "The schedule is read from each state's last fields without decoding it "
+        "({restore_schedule_rebuild_s}). "
+        "This run reads every version of every agent, about two per agent, because the broker "
+        "had not compacted the changelog yet. What would close it: fewer records to read (the "
+        "changelog rolled and compacted sooner), partitions restored in parallel processes "
+        "(the broker leaves most of the second core idle during a restore), or standby replicas "
+        "that take the restore out of failover altogether."
     ),
     "worker_rss_mib": (
         "A worker restored with the same agents holds {restore_rss_mib}, so neither the window "
