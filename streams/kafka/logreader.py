@@ -29,7 +29,7 @@ import itertools
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +102,7 @@ async def read_to_end(
     *,
     partition_bytes: int = 8 * 1024 * 1024,
     request_bytes: int = 64 * 1024 * 1024,
-) -> AsyncIterator[Batches]:
+) -> AsyncGenerator[Batches, None]:
     """Yield the batches of each partition of ``topic`` in ``starts`` from its start offset to
     its end. ``client`` is a started aiokafka client; it is not closed here."""
     pending = {p: _Partition(p, max(0, start)) for p, start in starts.items()}
@@ -189,7 +189,7 @@ def _take(
                 continue
             error = kafka_errors.for_code(error_code)
             if error is kafka_errors.NoError:
-                part.failing_since = None
+                part.failing_since = part.reported_at = None
                 if part.end is None:
                     part.end = data[0] if version >= 4 else _highwater
                 start = part.position

@@ -55,11 +55,13 @@ async def restore_partitions(
     client = clients.client(kafka, purpose="changelog-restore")
     await client.start()
     records = 0
+    chunks = read_to_end(
+        client, store.changelog_topic, starts, partition_bytes=fetch_bytes_per_partition
+    )
     try:
-        async for chunk in read_to_end(
-            client, store.changelog_topic, starts, partition_bytes=fetch_bytes_per_partition
-        ):
-            records += _write(store.db(chunk.partition), chunk)
+        async with contextlib.aclosing(chunks):  # its fetch in flight, cancelled on a failure
+            async for chunk in chunks:
+                records += _write(store.db(chunk.partition), chunk)
     finally:
         await client.stop()
     for partition in starts:

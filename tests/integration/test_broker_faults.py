@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -31,16 +30,6 @@ from tests.support.web import metric_sum, poll_page, try_get, wait_for_page
 from tests.support.worker import WorkerProcess
 
 SETTINGS = {"window_seconds": "2", "grace_seconds": "1", "partitions": "3"}
-
-
-@pytest.fixture(scope="module")
-def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker.in_folder(tmp_path_factory.mktemp("private-kafka"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def _same_worker(worker: WorkerProcess, pid: int, when: str) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.kafka.clients import KafkaConnection
@@ -24,16 +22,6 @@ TOPIC = "restore-under-fault.agent-state"
 PARTITIONS = 3
 KEYS = 20_000
 ROUNDS = 4
-
-
-@pytest.fixture(scope="module")
-def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker.in_folder(tmp_path_factory.mktemp("restore-kafka"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def _changelog(bootstrap: str) -> tuple[dict[bytes, bytes | None], dict[int, int]]:

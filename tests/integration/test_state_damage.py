@@ -89,13 +89,9 @@ async def test_corrupt_entries_and_a_garbage_database_are_restored_from_the_chan
     kafka_bootstrap: str, spawn_worker, topic_prefix: str, tmp_path: Path
 ) -> None:
     rng = random.Random(2024)
-    worker: WorkerProcess = spawn_worker(**SETTINGS)
-    worker.wait_until_ready(timeout=120)
-    fleet = Fleet(topic_prefix)
-    agents = [f"did:mesh:damaged-{i:03d}" for i in range(90)]
-    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 900))
-    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
-    assert worker.terminate() == 0
+    worker, fleet, agents = await _scored_then_stopped(
+        kafka_bootstrap, spawn_worker, topic_prefix, rng, "damaged", agents=90
+    )
     state_dir = tmp_path / "state-w1"
 
     # (a) An agent's state and the partition clock no longer decode.
@@ -127,17 +123,32 @@ async def test_corrupt_entries_and_a_garbage_database_are_restored_from_the_chan
     assert "Traceback" not in worker.log
 
 
+async def _scored_then_stopped(
+    bootstrap: str,
+    spawn_worker,
+    prefix: str,
+    rng: random.Random,
+    name: str,
+    agents: int = 30,
+) -> tuple[WorkerProcess, Fleet, list[str]]:
+    """A worker that scored ten signals per agent exactly, then stopped cleanly."""
+    worker: WorkerProcess = spawn_worker(**SETTINGS)
+    worker.wait_until_ready(timeout=120)
+    fleet = Fleet(prefix)
+    dids = [f"did:mesh:{name}-{i:03d}" for i in range(agents)]
+    await produce(bootstrap, _signals(fleet, rng, dids, 10 * agents))
+    await _scores_match_the_oracle(bootstrap, prefix, fleet)
+    assert worker.terminate() == 0
+    return worker, fleet, dids
+
+
 async def test_an_undecodable_changelog_record_is_dropped_once_and_never_looped_on(
     kafka_bootstrap: str, spawn_worker, topic_prefix: str
 ) -> None:
     rng = random.Random(77)
-    worker: WorkerProcess = spawn_worker(**SETTINGS)
-    worker.wait_until_ready(timeout=120)
-    fleet = Fleet(topic_prefix)
-    agents = [f"did:mesh:forged-{i:03d}" for i in range(30)]
-    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 300))
-    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
-    assert worker.terminate() == 0
+    worker, fleet, agents = await _scored_then_stopped(
+        kafka_bootstrap, spawn_worker, topic_prefix, rng, "forged"
+    )
 
     # A record nobody could decode, forged onto the changelog under a known agent's key.
     victim = agents[1]
@@ -166,13 +177,9 @@ async def test_a_state_forged_with_a_matching_crc_is_dropped_where_it_is_met(
     kafka_bootstrap: str, spawn_worker, topic_prefix: str
 ) -> None:
     rng = random.Random(31)
-    worker: WorkerProcess = spawn_worker(**SETTINGS)
-    worker.wait_until_ready(timeout=120)
-    fleet = Fleet(topic_prefix)
-    agents = [f"did:mesh:sealed-{i:03d}" for i in range(30)]
-    await produce(kafka_bootstrap, _signals(fleet, rng, agents, 300))
-    await _scores_match_the_oracle(kafka_bootstrap, topic_prefix, fleet)
-    assert worker.terminate() == 0
+    worker, fleet, agents = await _scored_then_stopped(
+        kafka_bootstrap, spawn_worker, topic_prefix, rng, "sealed"
+    )
 
     # A record that passes the takeover's CRC check and is still no state: whoever wrote it
     # could compute the CRC. Three dimensions' counts where there are five.
