@@ -18,6 +18,7 @@ first processing recorded.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -113,16 +114,17 @@ class PendingCloses:
     __slots__ = ("_keys",)
 
     def __init__(self, keys: Iterable[bytes] = ()) -> None:
-        self._keys: dict[bytes, None] = dict.fromkeys(keys)
+        # Ordered, and taken from the front in O(1): a plain dict finds its first key by
+        # skipping every key deleted before it, and taking a million agents from the front
+        # took minutes (measured: 200,000 in 15 s, against 0.03 s here).
+        self._keys: OrderedDict[bytes, None] = OrderedDict.fromkeys(keys)
 
     def extend(self, keys: Iterable[bytes]) -> None:
         for key in keys:
             self._keys.setdefault(key)
 
     def popleft(self) -> bytes:
-        key = next(iter(self._keys))
-        del self._keys[key]
-        return key
+        return self._keys.popitem(last=False)[0]
 
     def discard(self, keys: set[bytes]) -> None:
         for key in keys:
