@@ -183,7 +183,7 @@ def _take(
     version = response.API_VERSION
     ready = []
     for _topic, answers in response.topics:
-        for number, error_code, _highwater, *data in answers:
+        for number, error_code, highwater, *data in answers:
             part = pending.get(number)
             if part is None or requested.get(number) != part.position:
                 continue
@@ -191,7 +191,7 @@ def _take(
             if error is kafka_errors.NoError:
                 part.failing_since = part.reported_at = None
                 if part.end is None:
-                    part.end = data[0] if version >= 4 else _highwater
+                    part.end = data[0] if version >= 4 else highwater
                 start = part.position
                 batches, part.position = _batches(
                     topic, number, MemoryRecords(data[-1]), start, _aborted(version, data)
