@@ -29,7 +29,7 @@ from streams.processing.intake import SignalIntake
 from streams.processing.ownership import Ownership
 from streams.processing.pipeline import ScoringPipeline, wall_clock_ms
 from streams.settings import Settings
-from streams.state.restore import restore_verified
+from streams.state.restorers import restore_side_by_side
 from streams.state.store import StateStore
 from streams.web.advertise import advertised_url
 from streams.web.api import install as install_api
@@ -226,7 +226,14 @@ def create_app(settings: Settings) -> TrustApp:
     takeover: list[asyncio.Task[None] | None] = [None]
 
     async def take_over(partitions: set[int]) -> None:
-        checks = await restore_verified(store, kafka, partitions, len(names.signals))
+        checks = await restore_side_by_side(
+            store,
+            kafka,
+            partitions,
+            len(names.signals),
+            processes=settings.restore_processes,
+            log_level=settings.log_level,
+        )
         pipeline.forget_partitions(partitions)  # in-memory indexes are rebuilt from the state
         for partition, check in checks.items():
             # The check decoded every state already: its schedule spares decoding them again.

@@ -235,6 +235,16 @@ class Settings(KafkaSecuritySettings):
         description="RocksDB's memory for the agent state, across all the partitions a worker "
         "owns: one block cache that the memtables are charged to (up to half of it).",
     )
+    restore_processes: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description=(
+            "Processes a worker restores and checks the partitions it takes over in, side by "
+            "side (each a share of the partitions, a core each): 0 is one per CPU the worker may "
+            "use; 1 restores in the worker's own process. Never more than the partitions."
+        ),
+    )
     fetch_bytes_per_partition: int = Field(
         default=64 * 1024,
         ge=16 * 1024,

@@ -33,6 +33,7 @@ from aiokafka.errors import (
 
 from streams.errors import InvalidSettings, TopicLayoutError, TrustServiceError
 from streams.kafka.topics import TopicNames
+from streams.logs import configure_logging
 from streams.settings import Settings
 
 log = logging.getLogger("streams")
@@ -111,9 +112,7 @@ def quiet_client_logs(settings: Settings) -> None:
     With TRUST_LOG_LEVEL=DEBUG everything is logged to stderr instead.
     """
     if settings.log_level.upper() == "DEBUG":
-        logging.basicConfig(
-            level=logging.DEBUG, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(logging.DEBUG)
     else:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
@@ -214,9 +213,7 @@ def command_worker(args: argparse.Namespace) -> NoReturn:
     from streams.kafka.topicadmin import ensure_topics
 
     settings = load_settings(args)
-    logging.basicConfig(
-        level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     throttle_repeated_logs()
     log.info("Starting worker with settings %s", settings.masked())
     loop = asyncio.new_event_loop()

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBufferManager
+
+from streams.errors import TrustServiceError
+from streams.state.files import StateCounters, open_or_wipe, wipe
 
 #: What :func:`memory_in_use` reports, and the RocksDB property behind each.
 ROCKSDB_MEMORY_PROPERTIES = {
@@ -72,3 +76,63 @@ def memory_in_use(dbs: Iterable[Rdict], shared: RocksMemory | None) -> dict[str,
         # One shared cache: each database reports all of it.
         totals["block_cache"] = shared.cache.get_usage()
     return totals
+
+
+class PartitionHandedOver(TrustServiceError, RuntimeError):
+    """A partition's database was asked for while a restore process has it open."""
+
+
+class PartitionDatabases:
+    """A worker's partition databases under ``directory``, each opened when first asked for
+    (one that cannot be opened is deleted and opened empty), all within one memory budget."""
+
+    def __init__(self, directory: Path, memory_bytes: int | None, counters: StateCounters) -> None:
+        self.directory = directory
+        self._memory = None if memory_bytes is None else RocksMemory.of(memory_bytes)
+        self._counters = counters
+        self._open: dict[int, Rdict] = {}
+        # Partitions whose databases another process has open (a restore): never opened here.
+        self._handed_over: set[int] = set()
+
+    def get(self, partition: int) -> Rdict:
+        db = self._open.get(partition)
+        if db is None:
+            if partition in self._handed_over:
+                raise PartitionHandedOver(
+                    f"partition {partition}'s database is open in a restore process"
+                )
+            db = self._open[partition] = open_or_wipe(
+                self.directory / f"partition-{partition}",
+                partial(open_partition_db, memory=self._memory),
+                self._counters,
+            )
+        return db
+
+    def discard(self, partition: int) -> None:
+        """Close and delete a partition's database: the next :meth:`get` opens it empty."""
+        db = self._open.pop(partition, None)
+        if db is not None:
+            db.close()
+        wipe(self.directory / f"partition-{partition}")
+        self._counters.local_store_resets += 1
+
+    def hand_over(self, partitions: Iterable[int]) -> None:
+        """Close ``partitions``' databases for another process to open (RocksDB lets one process
+        at a time have a database open); :meth:`get` refuses them until :meth:`take_back`."""
+        for partition in partitions:
+            self._handed_over.add(partition)
+            db = self._open.pop(partition, None)
+            if db is not None:
+                db.close()
+
+    def take_back(self, partitions: Iterable[int]) -> None:
+        self._handed_over.difference_update(partitions)
+
+    def close(self) -> None:
+        """Close every open database (each is opened again when next asked for)."""
+        for db in self._open.values():
+            db.close()
+        self._open.clear()
+
+    def memory_in_use(self) -> dict[str, int]:
+        return memory_in_use(self._open.values(), self._memory)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ from streams.scoring.agent import AgentState
 from streams.scoring.codec import StateFormatError, decode_state, encode_state
 from streams.state.cache import StateCache
 from streams.state.changelog import PERSISTED_OFFSET_KEY, ChangelogWriter
-from streams.state.files import StateCounters, open_or_wipe, wipe
-from streams.state.localdb import RocksMemory, memory_in_use, open_partition_db
+from streams.state.files import StateCounters
+from streams.state.localdb import PartitionDatabases
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +60,13 @@ class StateStore:
         delivery: Retrying | None = None,
         rocksdb_memory_bytes: int | None = None,
     ) -> None:
+        self.state_dir = state_dir
         self.directory = state_dir / "agent-state"
+        self.rocksdb_memory_bytes = rocksdb_memory_bytes
+        #: Resets, dropped entries, expired and live agents (see streams.state.files).
+        self.counters = StateCounters()
+        self.databases = PartitionDatabases(self.directory, rocksdb_memory_bytes, self.counters)
         self.changelog_topic = changelog_topic
-        self._dbs: dict[int, Rdict] = {}
-        self._rocks_memory = (
-            None if rocksdb_memory_bytes is None else RocksMemory.of(rocksdb_memory_bytes)
-        )
         self._cache = StateCache(cache_agents, cache_bytes)
         # Changed since the last persist, per partition; the cache may evict, the stage may not.
         self._staged: dict[int, dict[bytes, AgentState]] = {}
@@ -81,33 +81,21 @@ class StateStore:
             delivery if delivery is not None else Retrying(DeliveryHealth()),
             self.db,
         )
-        #: Resets, dropped entries, expired and live agents (see streams.state.files).
-        self.counters = StateCounters()
 
     # -- databases -----------------------------------------------------------------------------
 
     def db(self, partition: int) -> Rdict:
-        db = self._dbs.get(partition)
-        if db is None:
-            directory = self.directory / f"partition-{partition}"
-            db = self._dbs[partition] = open_or_wipe(
-                directory, partial(open_partition_db, memory=self._rocks_memory), self.counters
-            )
-        return db
+        return self.databases.get(partition)
 
     def rocksdb_memory(self) -> dict[str, int]:
         """Bytes RocksDB holds in memory, by kind, over the open databases."""
-        return memory_in_use(self._dbs.values(), self._rocks_memory)
+        return self.databases.memory_in_use()
 
     def discard(self, partition: int) -> None:
         """Close and delete a damaged database (the next :meth:`db` opens it empty, for a
         restore from the start of the changelog) and forget what is held of it in memory."""
-        db = self._dbs.pop(partition, None)
-        if db is not None:
-            db.close()
+        self.databases.discard(partition)
         self.forget({partition})
-        wipe(self.directory / f"partition-{partition}")
-        self.counters.local_store_resets += 1
 
     def persisted_offset(self, partition: int) -> int:
         """The last changelog offset this partition's database is known to contain (-1: none)."""

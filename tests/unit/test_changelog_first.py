@@ -60,8 +60,7 @@ def _local(directory: Path, partition: int = 0) -> dict[bytes, bytes]:
 
 def _abandon(store: StateStore) -> None:
     """The process dies: nothing more happens to what it held in memory."""
-    for partition in list(store._dbs):
-        store._dbs.pop(partition).close()
+    store.databases.close()
 
 
 async def test_nothing_is_written_locally_before_the_changelog_confirms(tmp_path: Path) -> None:

@@ -125,8 +125,7 @@ def _stored_positions(directory: Path) -> list[int] | None:
 
 
 def _abandon_store(store: StateStore) -> None:
-    for partition in list(store._dbs):
-        store._dbs.pop(partition).close()
+    store.databases.close()
 
 
 def _outputs(producer: FakeProducer) -> list[tuple[bytes | None, bytes | None]]:

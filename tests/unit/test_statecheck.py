@@ -231,8 +231,7 @@ def test_a_database_with_a_corrupted_table_file_is_replaced(tmp_path: Path) -> N
     store = _store(tmp_path)
     _fill(store, 6, {f"did:mesh:{i:05d}".encode(): os.urandom(200) for i in range(5000)})
     store.db(6).flush()
-    store.db(6).close()
-    store._dbs.clear()  # as a restarted worker finds it
+    store.databases.close()  # as a restarted worker finds it
     (table,) = (store.directory / "partition-6").glob("*.sst")
     damaged = bytearray(table.read_bytes())
     for i in range(1000, len(damaged) - 200, 97):
