@@ -29,7 +29,7 @@ from streams.processing.intake import SignalIntake
 from streams.processing.ownership import Ownership
 from streams.processing.pipeline import ScoringPipeline, wall_clock_ms
 from streams.settings import Settings
-from streams.state.restorers import restore_side_by_side
+from streams.state.restorers import RestoreProcesses
 from streams.state.store import StateStore
 from streams.web.advertise import advertised_url
 from streams.web.api import install as install_api
@@ -50,6 +50,8 @@ class TrustApp:
     pipeline: ScoringPipeline
     config: ConfigFollower
     feed: SignalFeed
+    #: Warmed up before the worker starts: the first take-over restores in them.
+    restorers: RestoreProcesses
 
 
 def create_app(settings: Settings) -> TrustApp:
@@ -174,6 +176,7 @@ def create_app(settings: Settings) -> TrustApp:
             await feed.run()
         finally:
             await feed.stop()
+        await restorers.release()
 
     # concurrency=1: a stateful agent with more would commit offsets past records in flight.
     @app.agent(source, name="score-signals", concurrency=1)
@@ -224,16 +227,10 @@ def create_app(settings: Settings) -> TrustApp:
             log.info("Progress: %s", report)
 
     takeover: list[asyncio.Task[None] | None] = [None]
+    restorers = RestoreProcesses(settings.restore_processes, settings.log_level)
 
     async def take_over(partitions: set[int]) -> None:
-        checks = await restore_side_by_side(
-            store,
-            kafka,
-            partitions,
-            len(names.signals),
-            processes=settings.restore_processes,
-            log_level=settings.log_level,
-        )
+        checks = await restorers.restore(store, kafka, partitions, len(names.signals))
         pipeline.forget_partitions(partitions)  # in-memory indexes are rebuilt from the state
         for partition, check in checks.items():
             # The check decoded every state already: its schedule spares decoding them again.
@@ -265,6 +262,8 @@ def create_app(settings: Settings) -> TrustApp:
         revoked: set[TP] = args[0]
         partitions = {tp.partition for tp in revoked if tp.topic == names.ticks}
         await cancel_takeover()
+        # A rebalance begins: the take-over it ends in will find its processes started.
+        await restorers.warm_up(settings.partitions)
         ownership.revoke(partitions)
         # Before anyone else may take them: finish the batch in flight, make its state durable.
         await feed.release(partitions)
@@ -299,8 +298,9 @@ def create_app(settings: Settings) -> TrustApp:
         # task's finally) would find no producer for the final write of the states it holds:
         # stop it here, while Faust's consumer is stopped and its producer still runs.
         await feed.stop()
+        await restorers.release()
 
     install_observability(app, pipeline, config, feed, broker)
     api = install_api(app, settings, table, store, config, ownership, own_url)
     install_dashboard(app, settings, api.tokens)
-    return TrustApp(app, settings, names, table, pipeline, config, feed)
+    return TrustApp(app, settings, names, table, pipeline, config, feed, restorers)

@@ -223,6 +223,9 @@ def command_worker(args: argparse.Namespace) -> NoReturn:
     if report.created:
         log.info("Created %d topics", len(report.created))
     trust = create_app(settings)
+    # The first take-over comes right after start: its restore processes start (0.3 s each)
+    # while Faust starts and joins the group.
+    loop.run_until_complete(trust.restorers.warm_up(settings.partitions))
     relax_garbage_collection()
     worker = faust.Worker(trust.app, loop=loop, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # runs until stopped, then exits the process

@@ -10,10 +10,13 @@ then opens the databases again.
 
 A child is a plain ``python -m streams.state.restorers``: its job is written to its stdin and its
 checks come back on its stdout, pickled (both ends are this module, one started by the other);
-its log lines go to the worker's stderr. A child that fails or dies fails the take-over, as a
-failed restore in the worker's own process does. A take-over cancelled by a rebalance kills its
-children: a database written without the write-ahead log then holds a prefix of the changelog
-and says so, and the next restore goes on from there.
+its log lines go to the worker's stderr. Children are started when a rebalance begins, so that
+their start-up overlaps the group's (:class:`RestoreProcesses`).
+
+A child that fails or dies fails the take-over, as a failed restore in the worker's own process
+does. A take-over cancelled by a rebalance kills its children: a database written without the
+write-ahead log then holds a prefix of the changelog and says so, and the next restore goes on
+from there.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import resource
 import signal
 import sys
 import time
+from asyncio.subprocess import Process
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,7 @@ from typing import Any
 
 from streams.errors import TrustServiceError
 from streams.kafka.clients import KafkaConnection
-from streams.logs import configure_logging
+from streams.logs import WORKER_LOG_FORMAT, configure_logging
 from streams.state.check import PartitionCheck
 from streams.state.restore import restore_verified
 from streams.state.store import StateStore
@@ -54,8 +58,6 @@ class RestoreJob:
     partitions: tuple[int, ...]
     signal_topics: int
     log_level: str
-    #: The worker's pid: a child whose worker is gone stops (and lets go of the databases).
-    worker_pid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,103 @@ def restore_processes(configured: int, partitions: int) -> int:
     return max(1, min(wanted, partitions))
 
 
+class RestoreProcesses:
+    """The child processes a worker's take-overs restore in, started ahead when they can be.
+
+    A child takes about 0.3 s to start (Python and its imports): :meth:`warm_up`, called when a
+    rebalance begins, starts them while the group is joined, and a take-over hands its jobs to
+    them. A warm child waits for its job on stdin and is told to stop by an empty one.
+    """
+
+    def __init__(self, configured: int, log_level: str) -> None:
+        self.configured = configured
+        self.log_level = log_level
+        self._warm: list[Process] = []
+
+    async def warm_up(self, partitions: int) -> None:
+        """Have as many children waiting as a take-over of ``partitions`` partitions uses."""
+        wanted = restore_processes(self.configured, partitions)
+        if wanted < 2:
+            return  # restored in the worker's own process
+        self._warm = [child for child in self._warm if child.returncode is None]
+        while len(self._warm) < wanted:
+            self._warm.append(await _start_child())
+
+    async def release(self) -> None:
+        """Stop the children waiting (the worker is stopping)."""
+        warm, self._warm = self._warm, []
+        for child in warm:
+            with contextlib.suppress(ConnectionError):  # gone already
+                await child.communicate(b"")
+
+    async def restore(
+        self,
+        store: StateStore,
+        kafka: KafkaConnection,
+        partitions: Iterable[int],
+        signal_topics: int,
+    ) -> dict[int, PartitionCheck]:
+        """Restore and check ``partitions`` as :func:`restore_verified` does, side by side in
+        child processes (in this one when one process is configured, or one partition given)."""
+        wanted = sorted(set(partitions))
+        count = restore_processes(self.configured, len(wanted))
+        if count == 1:
+            return await restore_verified(store, kafka, wanted, signal_topics)
+        shares = [tuple(wanted[i::count]) for i in range(count)]
+        started = time.perf_counter()
+        log.info("Restoring partitions %s in %d processes: %s", wanted, count, shares)
+        jobs = [self._job(store, kafka, share, signal_topics, count) for share in shares]
+        store.databases.hand_over(wanted)
+        try:
+            outcomes = await _all_or_none([self._run(job) for job in jobs])
+        finally:
+            store.databases.take_back(wanted)
+        checks: dict[int, PartitionCheck] = {}
+        for outcome in outcomes:
+            checks.update(outcome.checks)
+            store.counters.local_store_resets += outcome.local_store_resets
+            store.counters.state_entries_dropped += outcome.state_entries_dropped
+        for partition, check in checks.items():
+            store.counters.agents[partition] = check.agents
+        log.info(
+            "Restored and checked partitions %s in %d processes: %d agents in %.2f s "
+            "(peak RSS of a process %.0f MiB)",
+            wanted,
+            count,
+            sum(check.agents for check in checks.values()),
+            time.perf_counter() - started,
+            max(outcome.peak_rss_mib for outcome in outcomes),
+        )
+        return checks
+
+    def _job(
+        self,
+        store: StateStore,
+        kafka: KafkaConnection,
+        share: tuple[int, ...],
+        signal_topics: int,
+        count: int,
+    ) -> RestoreJob:
+        budget = store.rocksdb_memory_bytes
+        return RestoreJob(
+            state_dir=store.state_dir,
+            changelog_topic=store.changelog_topic,
+            # The children's databases share the worker's budget while they run.
+            rocksdb_memory_bytes=None if budget is None else budget // count,
+            kafka=kafka,
+            partitions=share,
+            signal_topics=signal_topics,
+            log_level=self.log_level,
+        )
+
+    async def _run(self, job: RestoreJob) -> RestoreOutcome:
+        child = None
+        while self._warm and child is None:
+            taken = self._warm.pop()
+            child = taken if taken.returncode is None else None
+        return await _run_child(job, child if child is not None else await _start_child())
+
+
 async def restore_side_by_side(
     store: StateStore,
     kafka: KafkaConnection,
@@ -88,52 +187,10 @@ async def restore_side_by_side(
     processes: int,
     log_level: str,
 ) -> dict[int, PartitionCheck]:
-    """Restore and check ``partitions`` as :func:`restore_verified` does, in up to ``processes``
-    child processes (in this one when that is one, or there is one partition)."""
-    wanted = sorted(set(partitions))
-    count = restore_processes(processes, len(wanted))
-    if count == 1:
-        return await restore_verified(store, kafka, wanted, signal_topics)
-    shares = [tuple(wanted[i::count]) for i in range(count)]
-    started = time.perf_counter()
-    log.info("Restoring partitions %s in %d processes: %s", wanted, count, shares)
-    budget = store.rocksdb_memory_bytes
-    jobs = [
-        RestoreJob(
-            state_dir=store.state_dir,
-            changelog_topic=store.changelog_topic,
-            # The children's databases share the worker's budget while they run.
-            rocksdb_memory_bytes=None if budget is None else budget // count,
-            kafka=kafka,
-            partitions=share,
-            signal_topics=signal_topics,
-            log_level=log_level,
-            worker_pid=os.getpid(),
-        )
-        for share in shares
-    ]
-    store.databases.hand_over(wanted)
-    try:
-        outcomes = await _all_or_none([_run_child(job) for job in jobs])
-    finally:
-        store.databases.take_back(wanted)
-    checks: dict[int, PartitionCheck] = {}
-    for outcome in outcomes:
-        checks.update(outcome.checks)
-        store.counters.local_store_resets += outcome.local_store_resets
-        store.counters.state_entries_dropped += outcome.state_entries_dropped
-    for partition, check in checks.items():
-        store.counters.agents[partition] = check.agents
-    log.info(
-        "Restored and checked partitions %s in %d processes: %d agents in %.2f s "
-        "(peak RSS of a process %.0f MiB)",
-        wanted,
-        count,
-        sum(check.agents for check in checks.values()),
-        time.perf_counter() - started,
-        max(outcome.peak_rss_mib for outcome in outcomes),
+    """One restore in children started for it (see :class:`RestoreProcesses`)."""
+    return await RestoreProcesses(processes, log_level).restore(
+        store, kafka, partitions, signal_topics
     )
-    return checks
 
 
 async def _all_or_none(runs: list[Coroutine[Any, Any, RestoreOutcome]]) -> list[RestoreOutcome]:
@@ -153,14 +210,18 @@ async def _all_or_none(runs: list[Coroutine[Any, Any, RestoreOutcome]]) -> list[
     return [task.result() for task in tasks]
 
 
-async def _run_child(job: RestoreJob) -> RestoreOutcome:
-    child = await asyncio.create_subprocess_exec(
+async def _start_child() -> Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         __name__,
+        str(os.getpid()),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
+
+
+async def _run_child(job: RestoreJob, child: Process) -> RestoreOutcome:
     try:
         answer, _ = await child.communicate(pickle.dumps(job))
     except BaseException:  # cancelled (a rebalance) or failing: the child must not go on
@@ -216,9 +277,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def main() -> int:
-    job = pickle.loads(sys.stdin.buffer.read())
-    _die_with_worker(job.worker_pid)
-    configure_logging(job.log_level)
+    _die_with_worker(int(sys.argv[1]))  # first: a warm child may wait long for its job
+    given = sys.stdin.buffer.read()
+    if not given:
+        return 0  # released unused
+    job = pickle.loads(given)
+    configure_logging(job.log_level, WORKER_LOG_FORMAT)
     try:
         outcome = _restore(job)
     except Exception:

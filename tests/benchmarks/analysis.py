@@ -60,17 +60,17 @@ EXPLANATIONS: dict[str, str] = {
         "spreading agents over more workers does."
     ),
     "restore_work_agents_per_s": (
-        "Both halves run on one core, in Python, for every record and every agent. The read "
-        "takes raw record batches and writes them without RocksDB's write-ahead log "
-        "({restore_changelog_records_per_s}, {restore_changelog_read_s} in all; in a profile of "
-        "the same read outside the worker, a third was zstd decompression and RocksDB writes). "
-        "The schedule is read from each state's last fields without decoding it "
-        "({restore_schedule_rebuild_s}). "
-        "This run reads every version of every agent, about two per agent, because the broker "
-        "had not compacted the changelog yet. What would close it: fewer records to read (the "
-        "changelog rolled and compacted sooner), partitions restored in parallel processes "
-        "(the broker leaves most of the second core idle during a restore), or standby replicas "
-        "that take the restore out of failover altogether."
+        "The restore runs in {restore_processes} side by side, a share of the partitions "
+        "each, and on this machine they share its {cpus} cores with the broker serving their "
+        "fetches. Each reads raw record batches and writes them without RocksDB's write-ahead "
+        "log (the slowest read took {restore_changelog_read_s}; {restore_changelog_records_per_s} "
+        "over all), then reads each state's schedule from its last fields without decoding it "
+        "({restore_schedule_rebuild_s} summed over partitions). Starting the processes and "
+        "sending their schedules back to the worker adds about half a second. This run reads "
+        "every version of every agent, about two per agent, because the broker had not "
+        "compacted the changelog yet. What would close it: fewer records to read (the "
+        "changelog rolled and compacted sooner), more cores for the processes, or standby "
+        "replicas that take the restore out of failover altogether."
     ),
     "worker_rss_mib": (
         "A worker restored with the same agents holds {restore_rss_mib}, so neither the window "

@@ -348,6 +348,8 @@ _LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\] (.*)$", r
 _REBUILT = re.compile(
     r"Partition (\d+): window schedule rebuilt from (\d+) stored agents in ([\d.]+) s"
 )
+#: The largest peak RSS of the processes a restore ran in (when it ran in several).
+_RESTORE_PEAK = re.compile(r"in \d+ processes: .*peak RSS of a process (\d+) MiB")
 #: A restoring process's read of its partitions' changelog (one per process restoring).
 _READ = re.compile(
     r"Restored partitions \[[\d, ]*\] from the changelog: (\d+) records in ([\d.]+) s"
@@ -372,6 +374,7 @@ class Timeline:
     rebuilt: dict[int, tuple[int, float, float]] = field(default_factory=dict)
     #: (records, seconds) of each process's changelog read, in log order.
     reads: list[tuple[int, float]] = field(default_factory=list)
+    restore_process_peak_rss_mib: float | None = None
     recovery_restarted: bool = False
 
     @classmethod
@@ -391,6 +394,8 @@ class Timeline:
                 timeline.rebuilt[int(partition)] = (int(agents), float(seconds), at)
             elif read := _READ.search(message):
                 timeline.reads.append((int(read[1]), float(read[2])))
+            elif peak := _RESTORE_PEAK.search(message):
+                timeline.restore_process_peak_rss_mib = float(peak[1])
             elif any(marker in message for marker in RECOVERY_RESTARTED):
                 timeline.recovery_restarted = True
         return timeline
@@ -913,6 +918,13 @@ def _record_restore(result: Result, agents: int, changelog: Changelog, r: Restor
         )
     result.add("restore_rss_mib", "restored worker RSS", r.rss_mib, "MiB")
     result.add("restore_peak_rss_mib", "restored worker peak RSS (VmHWM)", r.peak_rss_mib, "MiB")
+    if t.restore_process_peak_rss_mib is not None:
+        result.add(
+            "restore_process_peak_rss_mib",
+            "peak RSS of a restore process (each exits once its share is restored)",
+            t.restore_process_peak_rss_mib,
+            "MiB",
+        )
     result.series["restore timeline"] = Series(
         "phase",
         "seconds",

@@ -206,7 +206,9 @@ async def test_state_benchmark_restores_every_agent_and_counts_bytes_by_their_de
     params = result["parameters"]
     figures = figures_of(result)
     value = {key: f["value"] for key, f in figures.items()}
-    assert set(figures) - {STORED_BYTES} == STATE_FIGURES
+    # A restore in several processes also reports their peak memory.
+    side_by_side = {"restore_process_peak_rss_mib"} if len(os.sched_getaffinity(0)) > 1 else set()
+    assert set(figures) - {STORED_BYTES} == STATE_FIGURES | side_by_side
     for key, target in STATE_TARGETS.items():
         assert figures[key]["target"] == target, key
     bytes_target = {"op": "<=", "value": 300}
@@ -264,6 +266,7 @@ async def test_state_benchmark_restores_every_agent_and_counts_bytes_by_their_de
     assert 0 < value["worker_rss_mib"] <= value["worker_peak_rss_mib"]
     assert 0 < value["worker_applied_rss_mib"] <= value["worker_peak_rss_mib"]
     assert 0 < value["restore_rss_mib"] <= value["restore_peak_rss_mib"]
+    assert all(value[key] > 0 for key in side_by_side)
 
     series = result["series"]
     assert series["bytes per agent against the target"]["points"][-1] == ["target", 2048.0]

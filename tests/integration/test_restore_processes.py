@@ -25,7 +25,7 @@ from streams.scoring.codec import encode_state
 from streams.state.changelog import PERSISTED_OFFSET_KEY
 from streams.state.files import raw_items
 from streams.state.restore import restore_verified
-from streams.state.restorers import RestoreProcessFailed, restore_side_by_side
+from streams.state.restorers import RestoreProcesses, RestoreProcessFailed, restore_side_by_side
 from streams.state.store import StateStore
 from tests.support.kafka_io import create_topics
 
@@ -108,6 +108,30 @@ async def test_side_by_side_restores_what_one_process_restores(
     assert contents == _contents(alone)
     assert forged not in contents[1]
     assert all(int(contents[p][PERSISTED_OFFSET_KEY]) > 0 for p in range(PARTITIONS))
+
+
+async def test_a_restore_uses_the_processes_warmed_up_for_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = f"side-warm-{uuid.uuid4().hex[:8]}.agent-state"
+    await _changelog(kafka_bootstrap, topic, [])
+    processes = RestoreProcesses(2, "INFO")
+    await processes.warm_up(PARTITIONS)
+    await processes.warm_up(PARTITIONS)  # a second rebalance before the take-over: no more
+    warm = _children(os.getpid())
+    assert len(warm) == 2
+    checks = await processes.restore(
+        _store(tmp_path, topic), KafkaConnection(kafka_bootstrap), range(PARTITIONS), SIGNAL_TOPICS
+    )
+    assert sum(check.agents for check in checks.values()) == AGENTS - AGENTS // 40
+    # The warm processes did the work and exited; none was started beside them.
+    assert not [pid for pid in warm if _alive(pid)]
+    assert _children(os.getpid()) == []
+    # Warmed up and not needed (the worker stops): released, they exit.
+    await processes.warm_up(PARTITIONS)
+    assert len(_children(os.getpid())) == 2
+    await processes.release()
+    assert _children(os.getpid()) == []
 
 
 async def test_a_cancelled_side_by_side_restore_leaves_no_child_and_opens_again(
