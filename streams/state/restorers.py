@@ -121,8 +121,21 @@ class RestoreProcesses:
         child processes (in this one when one process is configured, or one partition given)."""
         wanted = sorted(set(partitions))
         count = restore_processes(self.configured, len(wanted))
-        if count == 1:
-            return await restore_verified(store, kafka, wanted, signal_topics)
+        try:
+            if count == 1:
+                return await restore_verified(store, kafka, wanted, signal_topics)
+            return await self._restore_side_by_side(store, kafka, wanted, signal_topics, count)
+        finally:
+            await self.release()  # those this take-over did not need wait for no other
+
+    async def _restore_side_by_side(
+        self,
+        store: StateStore,
+        kafka: KafkaConnection,
+        wanted: list[int],
+        signal_topics: int,
+        count: int,
+    ) -> dict[int, PartitionCheck]:
         shares = [tuple(wanted[i::count]) for i in range(count)]
         started = time.perf_counter()
         log.info("Restoring partitions %s in %d processes: %s", wanted, count, shares)
@@ -234,7 +247,13 @@ async def _run_child(job: RestoreJob, child: Process) -> RestoreOutcome:
             f"the process restoring partitions {list(job.partitions)} exited with code "
             f"{child.returncode}"
         )
-    outcome = pickle.loads(answer)
+    try:
+        outcome = pickle.loads(answer)
+    except Exception as exc:  # cut short, or not ours
+        raise RestoreProcessFailed(
+            f"the process restoring partitions {list(job.partitions)} answered what does not "
+            f"unpickle: {exc!r}"
+        ) from exc
     if not isinstance(outcome, RestoreOutcome):
         raise RestoreProcessFailed(f"a restore process answered {type(outcome).__name__}")
     return outcome
@@ -278,6 +297,10 @@ _PR_SET_PDEATHSIG = 1
 
 def main() -> int:
     _die_with_worker(int(sys.argv[1]))  # first: a warm child may wait long for its job
+    # stdout carries the answer alone: whatever else would write there (a library's print, at
+    # the C level too) goes to stderr with the log.
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     given = sys.stdin.buffer.read()
     if not given:
         return 0  # released unused
@@ -288,13 +311,13 @@ def main() -> int:
     except Exception:
         log.exception("Restoring partitions %s failed", list(job.partitions))
         return 1
-    pickler = pickle.Pickler(sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler = pickle.Pickler(answer, protocol=pickle.HIGHEST_PROTOCOL)
     # Without the memo, which remembers each of a million keys to share repeats (twice as fast;
     # the checks hold no cycles, which is what the memo is otherwise for).
     with contextlib.suppress(AttributeError):  # documented as deprecated: mere speed if gone
         pickler.fast = True
     pickler.dump(outcome)
-    sys.stdout.buffer.flush()
+    answer.flush()
     logging.shutdown()
     # The worker waits for this process to end: freeing a million objects one by one on the way
     # out took a quarter of a second, and nothing here needs it (the databases are closed).

@@ -132,6 +132,12 @@ async def test_a_restore_uses_the_processes_warmed_up_for_it(
     assert len(_children(os.getpid())) == 2
     await processes.release()
     assert _children(os.getpid()) == []
+    # Warmed up for a take-over that needs one partition (restored in this process): released.
+    await processes.warm_up(PARTITIONS)
+    await processes.restore(
+        _store(tmp_path, topic), KafkaConnection(kafka_bootstrap), [2], SIGNAL_TOPICS
+    )
+    assert _children(os.getpid()) == []
 
 
 async def test_a_cancelled_side_by_side_restore_leaves_no_child_and_opens_again(

@@ -1,18 +1,27 @@
-"""How many processes a take-over restores in, and a database handed to one of them."""
+"""Restore processes: how many a take-over uses, a database handed to one, and what their
+failures and answers do."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rocksdict import Options, Rdict
 
+from streams.kafka.clients import KafkaConnection
 from streams.state.files import StateCounters
 from streams.state.localdb import PartitionDatabases, PartitionHandedOver
-from streams.state.restorers import RestoreProcessFailed, _all_or_none, restore_processes
+from streams.state.restorers import (
+    RestoreJob,
+    RestoreProcessFailed,
+    _all_or_none,
+    _run_child,
+    restore_processes,
+)
 
 
 def test_restore_processes_default_to_one_per_cpu_and_never_exceed_the_partitions() -> None:
@@ -60,3 +69,30 @@ async def test_the_first_failing_process_fails_the_restore_and_stops_the_others(
     with pytest.raises(RestoreProcessFailed, match=r"partitions \[1\]"):
         await asyncio.wait_for(_all_or_none([waiting(), failing(), waiting()]), 5)
     assert stopped == ["waiting", "waiting"]
+
+
+class _AnsweringChild:
+    """A restore process that exited 0 having written ``answer``."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.returncode: int | None = None
+
+    async def communicate(self, job: bytes) -> tuple[bytes, None]:
+        self.returncode = 0
+        return self.answer, None
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (b"Hello from a library\n" + pickle.dumps("x"), "does not unpickle"),
+        (pickle.dumps({"checks": {}})[:-3], "does not unpickle"),
+        (pickle.dumps({"checks": {}}), "answered dict"),
+        (b"", "exited with code 0"),
+    ],
+)
+async def test_an_answer_that_is_no_outcome_fails_the_restore(answer: bytes, why: str) -> None:
+    job = RestoreJob(Path("/nonexistent"), "t", None, KafkaConnection("k:9092"), (3,), 5, "INFO")
+    with pytest.raises(RestoreProcessFailed, match=why):
+        await _run_child(job, _AnsweringChild(answer))  # type: ignore[arg-type]
