@@ -176,7 +176,6 @@ def create_app(settings: Settings) -> TrustApp:
             await feed.run()
         finally:
             await feed.stop()
-        await restorers.release()
 
     # concurrency=1: a stateful agent with more would commit offsets past records in flight.
     @app.agent(source, name="score-signals", concurrency=1)

@@ -104,7 +104,7 @@ class RestoreProcesses:
             self._warm.append(await _start_child())
 
     async def release(self) -> None:
-        """Stop the children waiting (the worker is stopping)."""
+        """Stop the children waiting: the worker is stopping, or a take-over did not need them."""
         warm, self._warm = self._warm, []
         for child in warm:
             with contextlib.suppress(ConnectionError):  # gone already
@@ -189,21 +189,6 @@ class RestoreProcesses:
             taken = self._warm.pop()
             child = taken if taken.returncode is None else None
         return await _run_child(job, child if child is not None else await _start_child())
-
-
-async def restore_side_by_side(
-    store: StateStore,
-    kafka: KafkaConnection,
-    partitions: Iterable[int],
-    signal_topics: int,
-    *,
-    processes: int,
-    log_level: str,
-) -> dict[int, PartitionCheck]:
-    """One restore in children started for it (see :class:`RestoreProcesses`)."""
-    return await RestoreProcesses(processes, log_level).restore(
-        store, kafka, partitions, signal_topics
-    )
 
 
 async def _all_or_none(runs: list[Coroutine[Any, Any, RestoreOutcome]]) -> list[RestoreOutcome]:

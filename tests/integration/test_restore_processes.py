@@ -23,9 +23,10 @@ from streams.kafka.clients import KafkaConnection
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import encode_state
 from streams.state.changelog import PERSISTED_OFFSET_KEY
+from streams.state.check import PartitionCheck
 from streams.state.files import raw_items
 from streams.state.restore import restore_verified
-from streams.state.restorers import RestoreProcesses, RestoreProcessFailed, restore_side_by_side
+from streams.state.restorers import RestoreProcesses, RestoreProcessFailed
 from streams.state.store import StateStore
 from tests.support.kafka_io import create_topics
 
@@ -72,6 +73,13 @@ def _store(root: Path, topic: str) -> StateStore:
     return StateStore(state_dir=root, changelog_topic=topic, producer=lambda: None)
 
 
+async def restore_side_by_side(
+    store: StateStore, kafka: KafkaConnection, partitions: range
+) -> dict[int, PartitionCheck]:
+    """A restore in two processes started for it."""
+    return await RestoreProcesses(2, "INFO").restore(store, kafka, partitions, SIGNAL_TOPICS)
+
+
 def _contents(store: StateStore) -> dict[int, dict[bytes, bytes]]:
     return {p: dict(raw_items(store.db(p))) for p in range(PARTITIONS)}
 
@@ -92,9 +100,7 @@ async def test_side_by_side_restores_what_one_process_restores(
     alone = _store(tmp_path / "alone", topic)
     expected = await restore_verified(alone, kafka, range(PARTITIONS), SIGNAL_TOPICS)
     side = _store(tmp_path / "side", topic)
-    checks = await restore_side_by_side(
-        side, kafka, range(PARTITIONS), SIGNAL_TOPICS, processes=2, log_level="INFO"
-    )
+    checks = await restore_side_by_side(side, kafka, range(PARTITIONS))
 
     assert sorted(checks) == list(range(PARTITIONS))
     for partition, check in checks.items():
@@ -151,9 +157,6 @@ async def test_a_cancelled_side_by_side_restore_leaves_no_child_and_opens_again(
             store,
             KafkaConnection(silent_broker),
             range(PARTITIONS),
-            SIGNAL_TOPICS,
-            processes=2,
-            log_level="INFO",
         )
     )
     deadline = time.monotonic() + 20
@@ -177,9 +180,6 @@ async def test_a_cancelled_side_by_side_restore_leaves_no_child_and_opens_again(
         store,
         KafkaConnection(kafka_bootstrap),
         range(PARTITIONS),
-        SIGNAL_TOPICS,
-        processes=2,
-        log_level="INFO",
     )
     assert sum(check.agents for check in checks.values()) == AGENTS - AGENTS // 40
 
@@ -193,9 +193,6 @@ async def test_a_failing_restore_process_fails_the_restore(tmp_path: Path) -> No
             store,
             KafkaConnection("127.0.0.1:1"),  # never reached: the children fail first
             range(PARTITIONS),
-            SIGNAL_TOPICS,
-            processes=2,
-            log_level="INFO",
         )
     assert _children(os.getpid()) == []
 
@@ -204,13 +201,11 @@ _WORKER = """
 import asyncio, sys
 from pathlib import Path
 from streams.kafka.clients import KafkaConnection
-from streams.state.restorers import restore_side_by_side
+from streams.state.restorers import RestoreProcesses
 from streams.state.store import StateStore
 
 store = StateStore(state_dir=Path(sys.argv[1]), changelog_topic="t", producer=lambda: None)
-asyncio.run(restore_side_by_side(
-    store, KafkaConnection(sys.argv[2]), range(4), 5, processes=2, log_level="INFO"
-))
+asyncio.run(RestoreProcesses(2, "INFO").restore(store, KafkaConnection(sys.argv[2]), range(4), 5))
 """
 
 
