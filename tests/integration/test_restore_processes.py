@@ -85,8 +85,17 @@ def _contents(store: StateStore) -> dict[int, dict[bytes, bytes]]:
 
 
 def _children(pid: int) -> list[int]:
+    """``pid``'s restore processes (the test process may have other children: a broker)."""
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(child) for child in found.split()]
+    return [int(child) for child in found.split() if _is_restorer(int(child))]
+
+
+def _is_restorer(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    return b"streams.state.restorers" in command
 
 
 async def test_side_by_side_restores_what_one_process_restores(
