@@ -62,7 +62,12 @@ def open_partition_db(directory: Path, memory: RocksMemory | None = None) -> Rdi
         table.set_cache_index_and_filter_blocks(True)
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         options.set_block_based_table_factory(table)
-    return Rdict(str(directory), options=options)
+    # The options are given for the default column family too: for a database that exists,
+    # rocksdict otherwise reloads that family's options from its OPTIONS file, with a fresh 8 MiB
+    # block cache instead of the shared budget, in which an index block over 512 KiB (a 16 MB
+    # table file) fits no cache shard. Measured: every lookup then read and decompressed the
+    # index again, 135 us against 1.3 us.
+    return Rdict(str(directory), options=options, column_families={"default": options})
 
 
 def memory_in_use(dbs: Iterable[Rdict], shared: RocksMemory | None) -> dict[str, int]:

@@ -8,9 +8,12 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from rocksdict import WriteBatch
+
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import decode_state, encode_state
 from streams.state.cache import held_bytes
+from streams.state.localdb import RocksMemory, open_partition_db
 from streams.state.store import StateStore
 
 
@@ -107,3 +110,32 @@ def test_rocksdb_memory_is_one_budget_across_partitions(tmp_path: Path) -> None:
     assert bounded["memtables"] <= budget * 1.1
     # The cache reserves a MiB at a time per database for the memtables it is charged with.
     assert bounded["block_cache"] <= budget + 8 * 1024 * 1024
+
+
+def test_a_reopened_database_reads_through_the_shared_budget_not_its_stored_options(
+    tmp_path: Path,
+) -> None:
+    """rocksdict reloads an existing database's stored column-family options (with a fresh 8 MiB
+    block cache) unless they are given for the family too: then the budget was not applied to
+    any database a worker opened again, and a table file's index over 512 KiB was read and
+    decompressed again on every lookup."""
+    directory = tmp_path / "partition-0"
+    first = open_partition_db(directory, RocksMemory.of(64 * 1024 * 1024))
+    keys = [f"did:mesh:reopened-{i:06d}".encode() for i in range(200_000)]
+    batch = WriteBatch(raw_mode=True)
+    for key in keys:
+        batch.put(key, b"v" * 40)
+    first.write(batch)
+    first.flush()
+    first.compact_range(None, None)  # one table file, its index block larger than 512 KiB
+    first.close()
+
+    memory = RocksMemory.of(64 * 1024 * 1024)
+    db = open_partition_db(directory, memory)
+    before = memory.cache.get_usage()
+    for key in keys[::1000]:
+        assert db.get(key) == b"v" * 40
+    # The index and data blocks read went into the budget's cache (with the stored options they
+    # went into a cache of rocksdict's own, and the index into none).
+    assert memory.cache.get_usage() - before > 512 * 1024
+    db.close()
