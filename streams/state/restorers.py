@@ -228,20 +228,20 @@ async def _run_child(job: RestoreJob, child: Process) -> RestoreOutcome:
         await child.wait()
         raise
     if child.returncode != 0 or not answer:
-        raise RestoreProcessFailed(
-            f"the process restoring partitions {list(job.partitions)} exited with code "
-            f"{child.returncode}"
-        )
+        raise RestoreProcessFailed(f"{_named(job)} exited with code {child.returncode}")
     try:
         outcome = pickle.loads(answer)
     except Exception as exc:  # cut short, or not ours
         raise RestoreProcessFailed(
-            f"the process restoring partitions {list(job.partitions)} answered what does not "
-            f"unpickle: {exc!r}"
+            f"{_named(job)} answered what does not unpickle: {exc!r}"
         ) from exc
     if not isinstance(outcome, RestoreOutcome):
-        raise RestoreProcessFailed(f"a restore process answered {type(outcome).__name__}")
+        raise RestoreProcessFailed(f"{_named(job)} answered {type(outcome).__name__}")
     return outcome
+
+
+def _named(job: RestoreJob) -> str:
+    return f"the process restoring partitions {list(job.partitions)}"
 
 
 def _no_producer() -> None:
@@ -304,8 +304,9 @@ def main() -> int:
     pickler.dump(outcome)
     answer.flush()
     logging.shutdown()
-    # The worker waits for this process to end: freeing a million objects one by one on the way
-    # out took a quarter of a second, and nothing here needs it (the databases are closed).
+    # The worker waits for this process to end, and nothing here needs an orderly exit (the
+    # databases are closed): skipping it saved about 0.1 s of a million agents' restore
+    # (measured, three restores each way: 3.62 s on average, against 3.73 s).
     os._exit(0)
 
 
