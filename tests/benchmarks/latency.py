@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +55,7 @@ from streams.scoring.model import (
 )
 from streams.settings import Settings
 from tests.benchmarks.results import RESULTS_DIR, Result, Series, Target, load, percentile
+from tests.benchmarks.state import cpu_seconds, pid_of
 from tests.support.broker import provide_broker
 from tests.support.kafka_io import producer as make_producer
 from tests.support.kafka_io import unique_name
@@ -453,6 +454,10 @@ class LevelResult:
     window_phases_s: list[float]
     probes: int
     drain_s: float
+    #: CPU while the load was sent: the worker's (share of one core), and the machine's (share
+    #: of all its cores: the worker, the broker and the load generator together).
+    worker_cpu: float = 0.0
+    machine_cpu: float = 0.0
 
 
 def check_revocation(event: dict[str, Any], probe: Probe, topic: str, expected_total: int) -> None:
@@ -495,6 +500,8 @@ async def run_level(
     rng: random.Random,
 ) -> LevelResult:
     probe_topic = names.signals[PROBE_DIMENSION]
+    worker_cpu_before, machine_before = cpu_seconds(pid_of(worker)), machine_cpu_times()
+    started = time.perf_counter()
     background, probes = await asyncio.gather(
         background_elsewhere(
             bootstrap,
@@ -507,6 +514,9 @@ async def run_level(
         send_probes(probe_producer, probe_topic, probe_dids, PROBE_INTERVAL_S),
     )
     await probe_producer.flush()
+    seconds = time.perf_counter() - started
+    worker_cpu = (cpu_seconds(pid_of(worker)) - worker_cpu_before) / seconds
+    machine_cpu = busy_share(machine_before, machine_cpu_times())
     missing = await revocations.wait_for({p.did.encode() for p in probes}, REVOCATION_WAIT_S)
     if missing:
         shown = ", ".join(sorted(k.decode() for k in missing)[:5])
@@ -528,7 +538,31 @@ async def run_level(
         f"draining the {percent}% load",
     )
     phases = [p.window_phase_s for p in probes]
-    return LevelResult(percent, rate, background, latencies, phases, len(probes), drain_s)
+    return LevelResult(
+        percent,
+        rate,
+        background,
+        latencies,
+        phases,
+        len(probes),
+        drain_s,
+        worker_cpu,
+        machine_cpu,
+    )
+
+
+def machine_cpu_times() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    total = sum(ticks[:8])  # guest time is counted in user time already
+    return total - idle, total
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 async def revocation_latency(
@@ -802,6 +836,18 @@ def build_result(
             level.drain_s,
             "s",
         )
+        result.add(
+            f"worker_cpu_pct_{pct}pct",
+            f"worker CPU while the {pct}% load ran (of one core)",
+            level.worker_cpu * 100,
+            "%",
+        )
+        result.add(
+            f"machine_cpu_pct_{pct}pct",
+            f"machine CPU busy while the {pct}% load ran (both cores: worker, broker, load)",
+            level.machine_cpu * 100,
+            "%",
+        )
         # Series names are the plots' titles in the report.
         result.series[f"revocation latency, {pct}% load"] = Series(
             "revocation latency (ms)", "fraction of probes", cdf_points(values), kind="cdf"
@@ -871,12 +917,23 @@ def build_result(
     return result
 
 
+@contextlib.contextmanager
+def work_directory(kept: Path | None) -> Iterator[Path]:
+    """Where the workers keep their state and logs: ``kept`` (left in place, to read the
+    workers' logs after a run), else a temporary directory."""
+    if kept is not None:
+        kept.mkdir(parents=True, exist_ok=True)
+        yield kept
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+
+
 async def run(
     args: argparse.Namespace, max_rate: float
 ) -> tuple[list[LevelResult], WindowLag, dict[str, Any]]:
     run_id = unique_name("lat")
-    with provide_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
+    with provide_broker() as bootstrap, work_directory(args.work_dir) as workdir:
         spread = WINDOW_SPREAD_S["quick" if args.quick else "full"]
 
         def revocation() -> Any:
@@ -917,6 +974,9 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: tuple(int(p) for p in text.split(",")),
         default=LOAD_PERCENTS,
         help="load levels in percent, comma-separated (10,50)",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="keep the workers' state and logs here (else: removed)"
     )
     args = parser.parse_args(argv)
     if args.duration is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,8 @@ PER_LEVEL_KEYS = (
     "revocation_p99_ms",
     "revocation_max_ms",
     "backlog_drain_s",
+    "worker_cpu_pct",
+    "machine_cpu_pct",
 )
 EXPECTED_FIGURES = {
     "max_rate_signals_per_s",
@@ -151,6 +154,9 @@ async def test_latency_benchmark_measures_every_probe_and_every_window(
         assert 0 < p50 <= p99 <= top
         asked = 2000 * pct / 100
         assert 0 < value[f"background_rate_{pct}pct"] <= asked * 1.1
+        # The worker worked while the load ran, and no process uses more than the machine has.
+        assert 0 < value[f"worker_cpu_pct_{pct}pct"] <= 100 * (os.cpu_count() or 1)
+        assert 0 < value[f"machine_cpu_pct_{pct}pct"] <= 100
     assert figures[f"revocation_p99_ms_{latency.TARGET_LOAD_PERCENT}pct"]["target"] == {
         "op": "<=",
         "value": latency.REVOCATION_P99_TARGET_MS,
