@@ -113,8 +113,6 @@ class Durability:
                 agents, last = self.store.begin_persist()
             for partition, keys in agents:
                 for start in range(0, len(keys), CHECKPOINT_SLICE):
-                    # Outside the turn: Kafka taking the slices before is nobody else's wait.
-                    await self.store.room()
                     async with self._turn:
                         self.check()
                         await self.store.write_persisting(

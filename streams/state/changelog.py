@@ -18,14 +18,12 @@ already sent; a deleted key goes again as a tombstone.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rocksdict import Rdict, WriteBatch
 
-from streams.errors import TrustServiceError
 from streams.kafka.delivery import Retrying, acknowledged
 
 #: The last changelog offset a partition's database is known to contain: a restart reads only the
@@ -46,29 +44,6 @@ class _Sent:
     send: int
     #: The partition's ownership generation when sent (see ChangelogWriter.drop).
     generation: int
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    """One send waiting to be handed to the producer."""
-
-    partition: int
-    items: list[Item]
-    send: int
-    generation: int
-
-
-def _size(items: Sequence[Item]) -> int:
-    return sum(len(key) + (0 if value is None else len(value)) for key, value in items)
-
-
-class ChangelogSendFailed(TrustServiceError, RuntimeError):
-    """The producer refused records outright (closed, or failed): nothing sent after them may
-    count as stored, so the worker stops and a restart replays from its last progress."""
-
-
-#: Bytes sent and not yet handed to the producer beyond which :meth:`ChangelogWriter.room` waits.
-OUTGOING_LIMIT_BYTES = 8 * 1024 * 1024
 
 
 class ChangelogWriter:
@@ -94,15 +69,6 @@ class ChangelogWriter:
         # database any more (it may be wiped, or restored past them, by the time they confirm).
         self._generation: dict[int, int] = {}
         self._confirming = asyncio.Lock()
-        #: Sends not yet handed to the producer, in order (see send), and their size.
-        self._outgoing: deque[_Outgoing] = deque()
-        self._outgoing_bytes = 0
-        self.outgoing_limit_bytes = OUTGOING_LIMIT_BYTES
-        #: The last send handed over entirely, the task handing over, and who waits for it.
-        self._handed = 0
-        self._handing_over: asyncio.Future[None] | None = None
-        self._hand_over_failed: BaseException | None = None
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- what is sent and not yet stored locally -----------------------------------------------
 
@@ -126,93 +92,40 @@ class ChangelogWriter:
     # -- sending and confirming ----------------------------------------------------------------
 
     async def send(self, partition: int, items: Sequence[Item]) -> None:
-        """Send ``items`` in order; returns at once, never waiting for Kafka.
-
-        Why not hand them to the producer here: the producer takes one batch per
-        topic-partition at a time, so handing over waits a round trip to the broker whenever a
-        batch of that partition is still queued, and callers hold the worker's turn (a
-        revocation would wait behind it). A task of its own, :meth:`_hand_over`, feeds the
-        producer in the order sent; :meth:`confirm` waits for it."""
+        """Send ``items`` in order, in as few producer batches as fit; returns once queued."""
         if not items:
             return
         self._sends += 1
         send = self._sends
-        # Taken now: a partition given up while this send waits for its turn to be handed over
-        # must not have the batch written locally once it confirms.
+        # Taken now: a partition given up while this send waits for buffer space must not have
+        # the batch written locally once it confirms.
         generation = self._generation.get(partition, 0)
         pending = self._pending.setdefault(partition, {})
         for key, value in items:
             pending[key] = (send, value)
-        self._outgoing.append(_Outgoing(partition, list(items), send, generation))
-        self._outgoing_bytes += _size(items)
-        if self._hand_over_failed is None and (
-            self._handing_over is None or self._handing_over.done()
-        ):
-            self._handing_over = asyncio.ensure_future(self._hand_over())
-
-    async def room(self) -> None:
-        """Return once what waits to be handed to the producer is below its limit: a caller
-        sending a lot (a checkpoint of every changed state) waits here, outside the turn, so that
-        encoded states do not pile up in memory faster than Kafka takes them."""
-        while self._outgoing_bytes > self.outgoing_limit_bytes:
-            await self._handed_up_to(self._outgoing[0].send)
-
-    async def _hand_over(self) -> None:
-        """Feed the producer with what was sent, in order, in as few batches as fit."""
-        try:
-            while self._outgoing:
-                outgoing = self._outgoing[0]
-                producer = self._producer()
+        producer = self._producer()
+        builder = producer.create_batch()
+        batch: list[Item] = []
+        for key, value in items:
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                await self._queue(producer, builder, partition, batch, send, generation)
                 builder = producer.create_batch()
-                batch: list[Item] = []
-                for key, value in outgoing.items:
-                    if builder.append(key=key, value=value, timestamp=None) is None:
-                        await self._queue(producer, builder, outgoing, batch)
-                        builder = producer.create_batch()
-                        batch = []
-                        builder.append(key=key, value=value, timestamp=None)
-                    batch.append((key, value))
-                await self._queue(producer, builder, outgoing, batch)
-                self._outgoing.popleft()
-                self._outgoing_bytes -= _size(outgoing.items)
-                self._handed = outgoing.send
-                self._wake_waiters()
-        except BaseException as exc:
-            # Latched: every later confirm raises it (nothing sent after it may count as stored).
-            self._hand_over_failed = exc
-            self._wake_waiters()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+                batch = []
+                builder.append(key=key, value=value, timestamp=None)
+            batch.append((key, value))
+        await self._queue(producer, builder, partition, batch, send, generation)
 
     async def _queue(
-        self, producer: Any, builder: Any, outgoing: _Outgoing, items: list[Item]
+        self,
+        producer: Any,
+        builder: Any,
+        partition: int,
+        items: list[Item],
+        send: int,
+        generation: int,
     ) -> None:
-        future = await producer.send_batch(builder, self.topic, partition=outgoing.partition)
-        self._unconfirmed.append(
-            _Sent(future, outgoing.partition, items, outgoing.send, outgoing.generation)
-        )
-
-    def _wake_waiters(self) -> None:
-        still = []
-        for send, waiter in self._waiters:
-            if self._hand_over_failed is not None or send <= self._handed:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                still.append((send, waiter))
-        self._waiters = still
-
-    async def _handed_up_to(self, send: int) -> None:
-        """Return once every send up to number ``send`` is with the producer."""
-        while self._hand_over_failed is None and self._handed < send:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append((send, waiter))
-            await waiter
-        if self._hand_over_failed is not None:
-            raise ChangelogSendFailed(
-                f"handing records for {self.topic} to the producer failed: "
-                f"{self._hand_over_failed!r}"
-            ) from self._hand_over_failed
+        future = await producer.send_batch(builder, self.topic, partition=partition)
+        self._unconfirmed.append(_Sent(future, partition, items, send, generation))
 
     async def confirm(self) -> None:
         """Return once the changelog holds every record sent before this call, and the local
@@ -222,7 +135,6 @@ class ChangelogWriter:
         since that one may have taken (and be retrying) the caller's own records.
         """
         async with self._confirming:
-            await self._handed_up_to(self._sends)
             entries, self._unconfirmed = self._unconfirmed, []
             while entries:
                 results = await acknowledged(
@@ -248,7 +160,6 @@ class ChangelogWriter:
                         partition,
                         [(key, self._newest(partition, key)) for key in dict.fromkeys(keys)],
                     )
-                await self._handed_up_to(self._sends)
                 entries, self._unconfirmed = self._unconfirmed, []
 
     def _newest(self, partition: int, key: bytes) -> bytes | None:

@@ -278,16 +278,10 @@ class StateStore:
         """Send ``items``, in order, to the changelog partition; they are written locally once
         it has them (see :mod:`streams.state.changelog`), and read from memory until then.
 
-        Returns at once, never waiting for Kafka; :meth:`confirm` is what waits until the
-        changelog holds them (and sends again what it refused), and nothing that depends on them
-        may happen before.
+        Returns once they are sent; :meth:`confirm` is what waits until the changelog holds them
+        (and sends again what it refused), and nothing that depends on them may happen before.
         """
         await self.changelog.send(partition, items)
-
-    async def room(self) -> None:
-        """Return once the changelog takes more without piling it up in memory (see
-        :meth:`streams.state.changelog.ChangelogWriter.room`): wait here before a large write."""
-        await self.changelog.room()
 
     async def confirm(self) -> None:
         """Return once the changelog, and then the local database, holds every record sent

@@ -8,13 +8,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from streams.kafka.delivery import DeliveryHealth, Retrying
 from streams.scoring.agent import AgentState
 from streams.scoring.codec import encode_state
-from streams.state.changelog import PERSISTED_OFFSET_KEY, ChangelogSendFailed
+from streams.state.changelog import PERSISTED_OFFSET_KEY
 from streams.state.localdb import open_partition_db
 from streams.state.store import StateStore
 from tests.support.fake_kafka import FakeBatch, FakeProducer
@@ -59,15 +58,6 @@ def _local(directory: Path, partition: int = 0) -> dict[bytes, bytes]:
         db.close()
 
 
-async def _confirm_released(store: StateStore, producer: HeldProducer) -> None:
-    """Confirm, Kafka acknowledging what was sent (once it was handed to the producer: a write
-    returns before that)."""
-    confirming = asyncio.ensure_future(store.confirm())
-    await asyncio.sleep(0.01)
-    producer.release()
-    await confirming
-
-
 def _abandon(store: StateStore) -> None:
     """The process dies: nothing more happens to what it held in memory."""
     store.databases.close()
@@ -99,10 +89,8 @@ async def test_a_worker_that_dies_before_the_confirmation_restarts_on_the_change
     producer = HeldProducer()
     store = _store(tmp_path, producer)
     await store.write(0, [(b"did:a:1", b"one")])
-    confirming = asyncio.ensure_future(store.confirm())
-    await asyncio.sleep(0.01)  # handed to the producer
     producer.release()
-    await confirming
+    await store.confirm()
     # Sent, never confirmed: the second value and the positions written after it.
     await store.write(0, [(b"did:a:1", b"two"), (b"did:a:2", b"new")])
     await store.write(0, [(b"\x00signal-positions", b"[7,7,7,7,7]")])
@@ -143,12 +131,14 @@ async def test_a_tombstone_deletes_locally_only_once_confirmed(tmp_path: Path) -
     producer = HeldProducer()
     store = _store(tmp_path, producer)
     await store.write(0, [(b"did:a:1", encode_state(AgentState()))])
-    await _confirm_released(store, producer)
+    producer.release()
+    await store.confirm()
     await store.delete_agents(0, [b"did:a:1"])
     assert store.get(0, b"did:a:1") is None and store.lookup(0, b"did:a:1") is None
     assert [key for key, _ in store.iter_agents(0)] == []
     assert store.db(0).get(b"did:a:1") is not None  # until the tombstone is confirmed
-    await _confirm_released(store, producer)
+    producer.release()
+    await store.confirm()
     assert store.db(0).get(b"did:a:1") is None
     assert producer.on("changelog")[-1] == (b"did:a:1", None, 0)
 
@@ -157,7 +147,8 @@ async def test_unconfirmed_states_are_listed_with_the_stored_ones(tmp_path: Path
     producer = HeldProducer()
     store = _store(tmp_path, producer)
     await store.write(0, [(b"did:a:1", encode_state(AgentState(score=100)))])
-    await _confirm_released(store, producer)
+    producer.release()
+    await store.confirm()
     await store.write(0, [(b"did:a:1", encode_state(AgentState(score=200)))])
     await store.write(0, [(b"did:a:2", encode_state(AgentState(score=300)))])
     assert {key: state.score for key, state in store.iter_agents(0)} == {
@@ -209,72 +200,3 @@ async def test_a_send_still_queueing_when_the_partition_is_given_up_is_not_writt
     await store.confirm()
     assert producer.on("changelog") == [(b"did:a:1", b"mine", 0)]  # Kafka has it
     assert store.db(0).get(b"did:a:1") is None  # this worker no longer writes it locally
-
-
-class BlockedProducer(FakeProducer):
-    """Takes a batch only when let: as aiokafka's send_batch, which waits a round trip to the
-    broker while a batch of the same partition is still queued."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open = asyncio.Event()
-        self.refusal: BaseException | None = None
-
-    async def send_batch(
-        self, batch: FakeBatch, topic: str, *, partition: int
-    ) -> asyncio.Future[Any]:
-        await self.open.wait()
-        if self.refusal is not None:
-            raise self.refusal
-        return await super().send_batch(batch, topic, partition=partition)
-
-
-async def test_a_write_never_waits_for_the_producer_and_keeps_its_order(tmp_path: Path) -> None:
-    producer = BlockedProducer()
-    store = _store(tmp_path, producer)
-    # Both return at once though the producer takes nothing: the caller holds the worker's turn.
-    await asyncio.wait_for(store.write(0, [(b"did:a:1", b"one")]), 0.05)
-    await asyncio.wait_for(store.write(0, [(b"did:a:1", b"two"), (b"did:a:2", b"x")]), 0.05)
-    assert store.get(0, b"did:a:1") == b"two"
-    confirming = asyncio.ensure_future(store.confirm())
-    await asyncio.sleep(0.01)
-    assert not confirming.done()  # confirm waits for the hand-over, then for Kafka
-    producer.open.set()
-    await confirming
-    assert producer.on("changelog") == [
-        (b"did:a:1", b"one", 0),
-        (b"did:a:1", b"two", 0),
-        (b"did:a:2", b"x", 0),
-    ]
-    assert store.db(0).get(b"did:a:1") == b"two" and store.persisted_offset(0) == 2
-
-
-async def test_room_waits_while_too_much_waits_for_the_producer(tmp_path: Path) -> None:
-    producer = BlockedProducer()
-    store = _store(tmp_path, producer)
-    store.changelog.outgoing_limit_bytes = 100
-    await store.write(0, [(b"did:a:1", b"v" * 60)])
-    await asyncio.wait_for(store.room(), 0.05)  # 67 bytes waiting: below the limit
-    await store.write(0, [(b"did:a:2", b"v" * 60)])
-    waiting = asyncio.ensure_future(store.room())
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
-    producer.open.set()
-    await asyncio.wait_for(waiting, 1.0)
-    await store.confirm()
-    assert store.db(0).get(b"did:a:2") == b"v" * 60
-
-
-async def test_a_producer_refusing_a_batch_fails_every_later_confirm(tmp_path: Path) -> None:
-    producer = BlockedProducer()
-    producer.refusal = KafkaTimeoutError()
-    store = _store(tmp_path, producer)
-    await store.write(0, [(b"did:a:1", b"one")])
-    producer.open.set()
-    with pytest.raises(ChangelogSendFailed, match="handing records for changelog"):
-        await store.confirm()
-    producer.refusal = None
-    await store.write(0, [(b"did:a:1", b"two")])  # not handed over: nothing after the failure
-    with pytest.raises(ChangelogSendFailed):
-        await store.confirm()
-    assert producer.on("changelog") == [] and store.db(0).get(b"did:a:1") is None
