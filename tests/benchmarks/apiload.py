@@ -308,7 +308,8 @@ def build_result(levels: list[LevelResult], reader: Reader, args: argparse.Names
     result.notes.append(
         "p99 per level, in order: "
         + ", ".join(
-            f"{phase} {percentile(level.latencies_ms, 99):.0f} ms"
+            f"{phase} {percentile(level.latencies_ms, 99):.0f} ms (worker CPU "
+            f"{level.worker_cpu:.0%} of a core)"
             for phase, level in zip(PHASES, levels, strict=True)
         )
         + ". The levels' order cancels a steady drift of the machine over the run from the "
