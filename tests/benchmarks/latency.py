@@ -890,8 +890,9 @@ def build_result(
         "revocation was checked to name the probe's own signal (topic, partition, offset) as "
         "its trigger.",
         "What a revocation waits for in the worker: the turn that holds the worker when its "
-        "signal is fetched (a signal batch, a checkpoint slice, or a closing turn of at most "
-        "20 ms), the reading of the records fetched with it, then, applied ahead of the other "
+        "signal is fetched (a signal batch, a checkpoint slice, or a closing turn: about 20 ms "
+        "of closing, and any wait for the producer to take its changelog writes), the reading "
+        "of the records fetched with it, then, applied ahead of the other "
         "agents' signals queued before it, its agent's state written to the changelog "
         "(acks=all) before the revocation is published, and the revocation's own produce and "
         "fetch. The event loop also runs the consumer's fetching between turns: when the worker "
