@@ -543,3 +543,40 @@ def test_long_scenarios_not_run_say_how_to_run_them(built: tuple[Path, Path, str
     assert "`python -m tests.benchmarks security apiload soak flood` runs them" in text
     # Absent from the memory reading too: nothing is said about runs that did not happen.
     assert "Memory over time:" not in text
+
+
+# -- the latency benchmark's CPU figures and backlog note ---------------------------------------
+
+
+def _level(percent: int, worst_ms: float, worker_cpu: float) -> Any:
+    from tests.benchmarks.latency import Background, LevelResult
+
+    return LevelResult(
+        percent=percent,
+        target_rate=1000.0,
+        background=Background(sent=1000, acked=1000, seconds=1.0),
+        latencies_ms=[10.0, 20.0, worst_ms],
+        window_phases_s=[1.0, 2.0, 3.0],
+        probes=3,
+        drain_s=0.0,
+        worker_cpu=worker_cpu,
+    )
+
+
+def test_the_machine_busy_share_counts_every_core_and_leaves_out_idle_time() -> None:
+    from tests.benchmarks.latency import busy_share, machine_cpu_times
+
+    # 300 ticks passed on the machine, 120 of them busy.
+    assert busy_share((1_000, 5_000), (1_120, 5_300)) == 0.4
+    assert busy_share((7, 9), (7, 9)) == 0.0  # no time passed: nothing to divide by
+    busy, total = machine_cpu_times()  # this machine, read from /proc/stat
+    assert 0 <= busy <= total
+
+
+def test_seconds_long_revocations_are_explained_only_when_a_run_had_them() -> None:
+    from tests.benchmarks.latency import backlog_notes
+
+    assert backlog_notes([_level(10, 90.0, 0.4), _level(50, 1_900.0, 0.86)]) == []
+    (note,) = backlog_notes([_level(10, 90.0, 0.4), _level(50, 14_822.0, 0.86)])
+    assert "at 50% load the slowest took 14.8 s, with the worker at 86% of a core" in note
+    assert "10% load" not in note
