@@ -59,8 +59,8 @@ EXPLANATIONS: dict[str, str] = {
         "Handing changelog writes to the producer outside the turn was measured not to help: "
         "a revocation then waits behind a whole checkpoint's slices instead. What would close "
         "it is headroom: less work per signal (state encoding and validation compiled), "
-        "checkpoints that encode each agent less often, or "
-        "partitions spread over more worker processes."
+        "checkpoints that encode each agent less often, or partitions spread over more worker "
+        "processes."
     ),
     "window_lag_p99_ms": (
         "Window emission waits for the first tick after end plus grace (ticks every "
