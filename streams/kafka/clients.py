@@ -348,9 +348,10 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
         "broker_client_id": conn.client_id("faust"),
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
-        # Batch produce requests: changelog writes come one per agent per batch, and unbatched
-        # they cost a syscall and a request each.
-        "producer_linger_ms": 5,
+        # No linger: a revocation is sent alone and must not wait for company. Outputs are still
+        # batched: a batch's outputs are all queued before the producer's sender next runs, and
+        # records queued while a request is in flight go together in the next.
+        "producer_linger_ms": 0,
         "producer_max_batch_size": 256 * 1024,
         "producer_compression_type": conn.compression_type,
         # Small prefetch per partition: the ticks topic must not wait behind megabytes of

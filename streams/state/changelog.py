@@ -124,6 +124,10 @@ class ChangelogWriter:
         send: int,
         generation: int,
     ) -> None:
+        # Closed, the batch goes at once: the producer holds an open one for its linger time in
+        # case more records join it, and none ever will (measured: 5 ms on every confirm, a
+        # revocation's included).
+        builder.close()
         future = await producer.send_batch(builder, self.topic, partition=partition)
         self._unconfirmed.append(_Sent(future, partition, items, send, generation))
 

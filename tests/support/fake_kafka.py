@@ -23,10 +23,16 @@ class FakeBatch:
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, Any]] = []
+        self.closed = False
 
-    def append(self, *, key: Any, value: Any, timestamp: Any) -> object:
+    def append(self, *, key: Any, value: Any, timestamp: Any) -> object | None:
+        if self.closed:
+            return None  # as aiokafka's: a closed batch takes nothing more
         self.rows.append((key, value))
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeProducer:
@@ -40,6 +46,8 @@ class FakeProducer:
         self.refusing: dict[str, BaseException] = {}
         self.refuse_at_send: BaseException | None = None
         self.offsets: dict[tuple[str, int], int] = {}
+        #: Every batch given to send_batch, in order.
+        self.batches: list[FakeBatch] = []
 
     def _future(
         self, topic: str, partition: int, rows: list[tuple[Any, Any]]
@@ -69,6 +77,7 @@ class FakeProducer:
     async def send_batch(
         self, batch: FakeBatch, topic: str, *, partition: int
     ) -> asyncio.Future[Any]:
+        self.batches.append(batch)
         return self._future(topic, partition, batch.rows)
 
     def on(self, topic: str) -> list[tuple[bytes | None, bytes | None, int]]:

@@ -200,3 +200,20 @@ async def test_a_send_still_queueing_when_the_partition_is_given_up_is_not_writt
     await store.confirm()
     assert producer.on("changelog") == [(b"did:a:1", b"mine", 0)]  # Kafka has it
     assert store.db(0).get(b"did:a:1") is None  # this worker no longer writes it locally
+
+
+async def test_changelog_batches_are_handed_over_closed_so_the_producer_sends_them_at_once(
+    tmp_path: Path,
+) -> None:
+    # aiokafka holds an open batch for its linger time in case more records join it; the
+    # changelog's batches are complete when handed over, and a revocation waits for them.
+    producer = FakeProducer()
+    store = _store(tmp_path, producer)
+    await store.write(0, [(b"did:a:1", b"one"), (b"did:a:2", b"two")])
+    await store.write(1, [(b"did:a:3", b"three")])
+    await store.confirm()
+    assert [batch.rows for batch in producer.batches] == [
+        [(b"did:a:1", b"one"), (b"did:a:2", b"two")],
+        [(b"did:a:3", b"three")],
+    ]
+    assert all(batch.closed for batch in producer.batches)
