@@ -16,10 +16,10 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.kafka import faustbridge
+from streams.kafka import clients, faustbridge
 from streams.kafka.brokerwatch import BrokerWatch, metadata_probe
 from streams.kafka.clients import KafkaConnection, faust_broker_options
-from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
+from streams.kafka.delivery import Delivery, DeliveryHealth, ProducerLane, Retrying
 from streams.kafka.topics import TopicNames
 from streams.processing.closing import encode_tick
 from streams.processing.config_topic import ConfigFollower
@@ -108,6 +108,11 @@ def create_app(settings: Settings) -> TrustApp:
         return faustbridge.kafka_producer(app)
 
     retrying = Retrying(DeliveryHealth())
+    # Revocations never wait behind the score updates and states of a window's close.
+    revocation_lane = ProducerLane(
+        lambda: clients.producer(kafka, purpose="revocations", linger_ms=0),
+        name=names.revocations,
+    )
     store = StateStore(
         state_dir=settings.state_dir,
         changelog_topic=names.agent_state,
@@ -135,7 +140,7 @@ def create_app(settings: Settings) -> TrustApp:
             partitions=settings.partitions,
             future_tolerance_ms=settings.window_policy.grace_ms,
         ),
-        delivery=Delivery(kafka_producer, retrying),
+        delivery=Delivery(kafka_producer, retrying, lanes={names.revocations: revocation_lane}),
         tick_tolerance_ms=round(settings.tick_tolerance_seconds * 1000),
         dead_letter_kept_bytes=settings.dead_letter_value_bytes,
         rewind=lambda topic, partition, offset: faustbridge.rewind(app, topic, partition, offset),
@@ -168,6 +173,10 @@ def create_app(settings: Settings) -> TrustApp:
     @app.task
     async def follow_config() -> None:
         await config.run()
+
+    @app.task
+    async def start_revocation_lane() -> None:
+        await revocation_lane.run()
 
     @app.task
     async def feed_signals() -> None:
@@ -297,6 +306,7 @@ def create_app(settings: Settings) -> TrustApp:
         # task's finally) would find no producer for the final write of the states it holds:
         # stop it here, while Faust's consumer is stopped and its producer still runs.
         await feed.stop()
+        await revocation_lane.stop()
         await restorers.release()
 
     install_observability(app, pipeline, config, feed, broker)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -114,16 +114,72 @@ class Retrying:
             )
 
 
+class ProducerLane:
+    """A producer of its own for a few topics, started and stopped with the worker.
+
+    Why: a producer sends one request at a time to a broker, with every batch ready for it.
+    While windows close, that is hundreds of kilobytes of score updates and states, and a
+    revocation queued behind them waited for them (measured: 47 ms, and 284 ms once, at half
+    load). Through a producer of its own it waits for nothing but its own acknowledgement."""
+
+    def __init__(self, build: Callable[[], Any], *, name: str, retry_seconds: float = 5.0) -> None:
+        #: Builds the unstarted AIOKafkaProducer (in the event loop it will run in).
+        self._build = build
+        self.name = name
+        self._retry_seconds = retry_seconds
+        self._producer: Any = None
+
+    def __call__(self) -> Any:
+        """The started producer; None until it is (the topics then share the main one)."""
+        return self._producer
+
+    async def run(self) -> None:
+        """Start the producer, trying again until the broker answers."""
+        while self._producer is None:
+            producer = self._build()
+            try:
+                await producer.start()
+            except Exception as exc:  # the broker away at start: the main producer serves
+                log.warning(
+                    "Producer for %s not started (%s); trying again in %.0f s",
+                    self.name,
+                    _describe(exc),
+                    self._retry_seconds,
+                )
+                await producer.stop()
+                await asyncio.sleep(self._retry_seconds)
+            else:
+                self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
 class Delivery:
-    """Sends records through one producer and confirms them (see the module docstring)."""
+    """Sends records through one producer, or a lane's for its topics, and confirms them (see
+    the module docstring)."""
 
     def __init__(
-        self, producer: Callable[[], Any], retrying: Retrying, *, patience: float = 5.0
+        self,
+        producer: Callable[[], Any],
+        retrying: Retrying,
+        *,
+        patience: float = 5.0,
+        lanes: Mapping[str, ProducerLane] | None = None,
     ) -> None:
         #: Returns the AIOKafkaProducer to send with (created late: it binds the event loop).
         self._producer = producer
         self.retrying = retrying
         self._patience = patience
+        #: Topics sent through a producer of their own (see ProducerLane).
+        self._lanes: dict[str, ProducerLane] = dict(lanes or {})
+
+    def _producer_for(self, topic: str) -> Any:
+        lane = self._lanes.get(topic)
+        producer = None if lane is None else lane()
+        return producer if producer is not None else self._producer()
 
     async def send(self, records: Sequence[Outgoing]) -> None:
         """Send ``records`` in order and return once Kafka has confirmed every one."""
@@ -140,10 +196,11 @@ class Delivery:
 
     async def _attempt(self, records: Sequence[Outgoing]) -> tuple[int | None, str]:
         """Send every record, wait for all; the index of the first that failed, and why."""
-        producer = self._producer()
+        main = self._producer()
         futures: list[asyncio.Future[Any]] = []
         refused: tuple[int | None, str] = (None, "")
         for index, record in enumerate(records):
+            producer = self._producer_for(record.topic) if self._lanes else main
             try:
                 future = await producer.send(
                     record.topic, record.value, key=record.key, partition=record.partition

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from streams.kafka.delivery import Delivery, DeliveryHealth, Outgoing, Retrying, acknowledged
+from streams.kafka.delivery import (
+    Delivery,
+    DeliveryHealth,
+    Outgoing,
+    ProducerLane,
+    Retrying,
+    acknowledged,
+)
 from streams.state.store import StateStore
 from tests.support.fake_kafka import FakeProducer, Metadata
 
@@ -200,3 +207,58 @@ async def test_acknowledged_reports_what_is_still_waiting() -> None:
     assert results[0] == "stored" and isinstance(results[1], KafkaTimeoutError)
     assert len(stalls) == 2 and all(n == 1 for _, n in stalls)
     assert slow.done() and not slow.cancelled()
+
+
+class StartingProducer(FakeProducer):
+    """A producer whose start fails until ``refusals`` starts have been tried."""
+
+    def __init__(self, attempts: list[str], refusals: int) -> None:
+        super().__init__()
+        self.attempts = attempts
+        self.refusals = refusals
+        self.stopped = False
+
+    async def start(self) -> None:
+        self.attempts.append("start")
+        if len(self.attempts) <= self.refusals:
+            raise KafkaTimeoutError("no broker")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_lane_topic_goes_through_its_own_producer_once_started() -> None:
+    main, attempts = FakeProducer(), []
+    lane_producer = StartingProducer(attempts, refusals=0)
+    lane = ProducerLane(lambda: lane_producer, name="revocations")
+    delivery = Delivery(lambda: main, Retrying(DeliveryHealth()), lanes={"revocations": lane})
+    # Not started yet: the main producer serves, nothing waits for the lane.
+    await delivery.send(outgoing("revocations", 1))
+    assert [r[0] for r in main.stored] == ["revocations"] and lane_producer.stored == []
+    await lane.run()
+    await delivery.send(
+        [*outgoing("scores", 2), *outgoing("revocations", 2), *outgoing("scores", 1)]
+    )
+    assert [r[0] for r in main.stored] == ["revocations", "scores", "scores", "scores"]
+    assert [(r[0], r[2]) for r in lane_producer.stored] == [
+        ("revocations", b"v0"),
+        ("revocations", b"v1"),
+    ]
+    await lane.stop()
+    assert lane_producer.stopped and lane() is None
+
+
+async def test_a_lane_producer_that_cannot_start_is_tried_again() -> None:
+    attempts: list[str] = []
+    built: list[StartingProducer] = []
+
+    def build() -> StartingProducer:
+        built.append(StartingProducer(attempts, refusals=2))
+        return built[-1]
+
+    lane = ProducerLane(build, name="revocations", retry_seconds=0.001)
+    await lane.run()
+    assert attempts == ["start", "start", "start"]
+    # Each failed producer is stopped (its connections closed), and the third one serves.
+    assert [p.stopped for p in built] == [True, True, False]
+    assert lane() is built[-1]
