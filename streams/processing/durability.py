@@ -8,8 +8,8 @@ Each step waits until Kafka has confirmed the one before:
    a crash before it replays a trigger that has left no trace.
 2. **The outputs** (and dead letters), confirmed; retried in order until Kafka has them. A batch
    of records ends only here, so Faust commits a tick's or command's offset only after it.
-3. **Every other changed state** (:meth:`Durability.checkpoint`: every second, and before a
-   partition is given up), confirmed.
+3. **Every other changed state** (:meth:`Durability.checkpoint`: every state flush interval,
+   and before a partition is given up), confirmed.
 4. **Progress**: the signal positions and partition clocks, written after the states they cover
    and confirmed. Only now has progress moved: a restart, or the next owner of the partition,
    resumes from the last progress stored, and everything after it is read again.

@@ -251,8 +251,8 @@ class ScoringPipeline:
         return self.durability.failed
 
     async def make_durable(self) -> None:
-        """Store every staged state, then the progress it leads to (every second, and before a
-        partition is given up): see :meth:`Durability.checkpoint`."""
+        """Store every staged state, then the progress it leads to (every state flush interval,
+        and before a partition is given up): see :meth:`Durability.checkpoint`."""
         await self.durability.checkpoint()
 
     async def _wait_for_config(self) -> None:

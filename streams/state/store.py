@@ -10,8 +10,8 @@ partitions it owns.
 
 Writes are staged, not written per batch: a state changed by many batches in a short time is encoded
 and written once. Staged states are written when :mod:`streams.processing.durability` says so (a
-checkpoint every second, a slice at a time; the states behind an output before it is sent): sent to
-the changelog first, and into RocksDB only once Kafka has confirmed them
+checkpoint every state flush interval, a slice at a time; the states behind an output before it is
+sent): sent to the changelog first, and into RocksDB only once Kafka has confirmed them
 (:mod:`streams.state.changelog`). Until then they are read from memory, never from RocksDB.
 
 Each database also holds, under reserved keys, the partition's clock and the changelog offset it
