@@ -905,10 +905,12 @@ def build_result(
         "CPU while each load was sent, from /proc: the worker's CPU time over those seconds "
         "(share of one core: scoring runs on one event loop, so about one core is its "
         "ceiling), and the whole machine's busy share. The rate taken as 100% load is the "
-        "throughput benchmark's, a worker applying signals produced beforehand. Live, the "
-        "broker and the load generator share the two cores, and the worker's fixed costs "
-        "(ticks, a checkpoint a second of every changed agent, fetching 30 topic-partitions) "
-        "weigh more: "
+        "throughput benchmark's, a worker applying signals produced beforehand, 50 per agent, so "
+        "that its agents' states stay small. Live, the broker and the load generator share the "
+        "two cores, the background agents' states grow over the run (each has had well over a "
+        "hundred signals by the 50% level, and a state is encoded at every checkpoint), and "
+        "the worker's fixed costs (ticks, a checkpoint every 2 s of every changed agent, "
+        "fetching 30 topic-partitions) weigh more: "
         + "; ".join(
             f"at {level.percent}% of that rate the worker used {level.worker_cpu:.0%} of a core"
             for level in levels
