@@ -128,14 +128,15 @@ class ProducerLane:
         self.name = name
         self._retry_seconds = retry_seconds
         self._producer: Any = None
+        self._stopped = False
 
     def __call__(self) -> Any:
         """The started producer; None until it is (the topics then share the main one)."""
         return self._producer
 
     async def run(self) -> None:
-        """Start the producer, trying again until the broker answers."""
-        while self._producer is None:
+        """Start the producer, trying again until the broker answers (or the lane is stopped)."""
+        while self._producer is None and not self.stopped():
             producer = self._build()
             try:
                 await producer.start()
@@ -149,9 +150,16 @@ class ProducerLane:
                 await producer.stop()
                 await asyncio.sleep(self._retry_seconds)
             else:
+                if self.stopped():  # stopped while starting: nothing may be left running
+                    await producer.stop()
+                    return
                 self._producer = producer
 
+    def stopped(self) -> bool:
+        return self._stopped
+
     async def stop(self) -> None:
+        self._stopped = True
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()

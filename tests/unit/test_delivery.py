@@ -262,3 +262,22 @@ async def test_a_lane_producer_that_cannot_start_is_tried_again() -> None:
     # Each failed producer is stopped (its connections closed), and the third one serves.
     assert [p.stopped for p in built] == [True, True, False]
     assert lane() is built[-1]
+
+
+async def test_a_lane_stopped_while_it_retries_starts_nothing_more() -> None:
+    attempts: list[str] = []
+    built: list[StartingProducer] = []
+
+    def build() -> StartingProducer:
+        built.append(StartingProducer(attempts, refusals=1_000))
+        return built[-1]
+
+    lane = ProducerLane(build, name="revocations", retry_seconds=0.01)
+    running = asyncio.ensure_future(lane.run())
+    await asyncio.sleep(0.035)
+    await lane.stop()
+    await asyncio.wait_for(running, 1.0)
+    tried = len(attempts)
+    await asyncio.sleep(0.05)
+    assert len(attempts) == tried and lane() is None
+    assert all(p.stopped for p in built)
