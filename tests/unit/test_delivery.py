@@ -248,15 +248,23 @@ async def test_a_lane_topic_goes_through_its_own_producer_once_started() -> None
     assert lane_producer.stopped and lane() is None
 
 
-async def test_a_lane_producer_that_cannot_start_is_tried_again() -> None:
+def refusing_lane(
+    refusals: int, retry_seconds: float
+) -> tuple[ProducerLane, list[str], list[StartingProducer]]:
+    """A lane whose producers refuse to start ``refusals`` times in all; (lane, every start
+    tried, every producer built)."""
     attempts: list[str] = []
     built: list[StartingProducer] = []
 
     def build() -> StartingProducer:
-        built.append(StartingProducer(attempts, refusals=2))
+        built.append(StartingProducer(attempts, refusals=refusals))
         return built[-1]
 
-    lane = ProducerLane(build, name="revocations", retry_seconds=0.001)
+    return ProducerLane(build, name="revocations", retry_seconds=retry_seconds), attempts, built
+
+
+async def test_a_lane_producer_that_cannot_start_is_tried_again() -> None:
+    lane, attempts, built = refusing_lane(refusals=2, retry_seconds=0.001)
     await lane.run()
     assert attempts == ["start", "start", "start"]
     # Each failed producer is stopped (its connections closed), and the third one serves.
@@ -265,14 +273,7 @@ async def test_a_lane_producer_that_cannot_start_is_tried_again() -> None:
 
 
 async def test_a_lane_stopped_while_it_retries_starts_nothing_more() -> None:
-    attempts: list[str] = []
-    built: list[StartingProducer] = []
-
-    def build() -> StartingProducer:
-        built.append(StartingProducer(attempts, refusals=1_000))
-        return built[-1]
-
-    lane = ProducerLane(build, name="revocations", retry_seconds=0.01)
+    lane, attempts, built = refusing_lane(refusals=1_000, retry_seconds=0.01)
     running = asyncio.ensure_future(lane.run())
     await asyncio.sleep(0.035)
     await lane.stop()
