@@ -33,7 +33,8 @@ CLOSE_BUDGET_SECONDS = 1.0
 CLOSE_TURN_MAX_SECONDS = 0.02
 #: Agents closed between two looks at the clock.
 CLOSE_STRIDE = 32
-#: Until measured: seconds to encode and send one closed agent's state (a light state's).
+#: Until measured: seconds to encode and send the state behind one closing output (a light
+#: state's).
 INITIAL_SEND_SECONDS_PER_AGENT = 20e-6
 #: Weight of the latest turn in the running estimate of that cost.
 SEND_COST_WEIGHT = 0.2
@@ -56,8 +57,8 @@ class WindowClosing:
         self.min_turn_seconds = min_turn_seconds
         #: How long the last signal batch held the turn (the pipeline sets it).
         self.signal_turn_seconds = 0.0
-        #: Running estimate of the seconds it takes to encode and send a closed agent's state,
-        #: which its turn does after closing (see _close_turn).
+        #: Running estimate of the seconds it takes to encode and send the state behind one
+        #: closing output, which the turn does after closing (see _close_turn).
         self.send_seconds_per_agent = INITIAL_SEND_SECONDS_PER_AGENT
 
     async def close_due(self, partitions: set[int]) -> None:
@@ -110,7 +111,7 @@ class WindowClosing:
             # closing stops where that cost, estimated, would take the turn past its budget.
             deadline = time.perf_counter() + self.turn_seconds()
             send_cost = self.send_seconds_per_agent
-            closed = 0
+            outputs = outbox.ordered
             config = self.config()
             for partition, schedule in list(handlers.schedules.items()):
                 if partition not in partitions:
@@ -118,12 +119,11 @@ class WindowClosing:
                 clock = handlers.clock_for(partition)
                 states = PartitionStates(handlers.store, partition)
                 pending = schedule.pending
-                while pending and time.perf_counter() + closed * send_cost < deadline:
+                while pending and time.perf_counter() + len(outputs) * send_cost < deadline:
                     for _ in range(min(CLOSE_STRIDE, len(pending))):
                         handlers.close_agent(
                             pending.popleft(), partition, states, clock, config, outbox
                         )
-                        closed += 1
                 states.stage_changes()
             sending = time.perf_counter()
             await self.durability.send_states(outbox)

@@ -890,8 +890,8 @@ def build_result(
         "revocation was checked to name the probe's own signal (topic, partition, offset) as "
         "its trigger.",
         "What a revocation waits for in the worker: the turn that holds the worker when its "
-        "signal is fetched (a signal batch, a checkpoint slice, or a closing turn: about 20 ms "
-        "of closing, and any wait for the producer to take its changelog writes), the reading "
+        "signal is fetched (a signal batch, a checkpoint slice, or a closing turn of about 20 "
+        "ms, the encoding and sending of its closed agents' states included), the reading "
         "of the records fetched with it, then, applied ahead of the other "
         "agents' signals queued before it, its agent's state written to the changelog "
         "(acks=all) before the revocation is published, and the revocation's own produce and "
@@ -908,9 +908,9 @@ def build_result(
         "throughput benchmark's, a worker applying signals produced beforehand, 50 per agent, so "
         "that its agents' states stay small. Live, the broker and the load generator share the "
         "two cores, the background agents' states grow over the run (each has had well over a "
-        "hundred signals by the 50% level, and a state is encoded at every checkpoint), and "
-        "the worker's fixed costs (ticks, a checkpoint every 2 s of every changed agent, "
-        "fetching 30 topic-partitions) weigh more: "
+        "hundred signals by the end of the 50% level, and a state is encoded at every "
+        "checkpoint), and the worker's fixed costs (ticks, a checkpoint every 2 s of every "
+        "changed agent, fetching 30 topic-partitions) weigh more: "
         + "; ".join(
             f"at {level.percent}% of that rate the worker used {level.worker_cpu:.0%} of a core"
             for level in levels
