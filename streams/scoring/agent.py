@@ -109,6 +109,20 @@ class AgentState:
     scores_known: list[float | None] = field(
         default_factory=lambda: [None] * N_DIMENSIONS, compare=False, repr=False
     )
+    #: What the state codec last wrote for each dimension's ``recent`` values, and for
+    #: ``history``: (the list written, its JSON), or None until written again. A state is encoded
+    #: at every checkpoint, and between two of them a signal changes one dimension's values and
+    #: a window close the history, so the rest is reused (an encoding of a full state costs a
+    #: third as much). Kept apart from the lists' identity, so a list replaced is written afresh;
+    #: a list changed in place must have its entry cleared: :func:`apply_signal` does for its
+    #: dimension, and :func:`_record_history` for the history, the only two that change them.
+    #: Not stored, not part of equality.
+    recent_written: list[tuple[list[float], bytes] | None] = field(
+        default_factory=lambda: [None] * N_DIMENSIONS, compare=False, repr=False
+    )
+    history_written: tuple[list[tuple[int, int]], bytes] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def dimension_scores(self) -> tuple[float, ...]:
         known = self.scores_known
@@ -162,6 +176,7 @@ def _record_history(state: AgentState, at_ms: int, total: int) -> None:
         insort(history, (at_ms, total), key=_time_of)
     if len(history) > HISTORY_LENGTH:
         del history[: len(history) - HISTORY_LENGTH]
+    state.history_written = None
     state.score = history[-1][1]
 
 
@@ -263,6 +278,7 @@ def apply_signal(
     if len(recent) > RECENT_SIGNALS_PER_DIMENSION:
         del recent[0]
     state.scores_known[d] = None
+    state.recent_written[d] = None
     state.lifetime[d] += 1
     explained = state.recent_signals
     explained.append((d, value, source, signal_ms))

@@ -105,11 +105,39 @@ def _encode_history(history: list[tuple[int, int]]) -> list[int]:
     return flat
 
 
+def _kept(written: bytes) -> bytes:
+    """A copy of ``written`` to keep: what orjson returns sits in a buffer of at least 4 KiB."""
+    return bytes(memoryview(written))
+
+
+def _recent_json(state: AgentState) -> list[orjson.Fragment]:
+    """Each dimension's recent values as JSON, written again only for a list changed since."""
+    written = state.recent_written
+    parts = []
+    for d, values in enumerate(state.recent):
+        entry = written[d]
+        if entry is None or entry[0] is not values:
+            entry = written[d] = (values, _kept(orjson.dumps(values)))
+        parts.append(orjson.Fragment(entry[1]))
+    return parts
+
+
+def _history_json(state: AgentState) -> orjson.Fragment:
+    """The history as JSON (see :func:`_encode_history`), written again only when changed."""
+    entry = state.history_written
+    if entry is None or entry[0] is not state.history:
+        entry = state.history_written = (
+            state.history,
+            _kept(orjson.dumps(_encode_history(state.history))),
+        )
+    return orjson.Fragment(entry[1])
+
+
 def encode_state(state: AgentState) -> bytes:
     unsealed = orjson.dumps(
         [
             FORMAT_VERSION,
-            state.recent,
+            _recent_json(state),
             state.lifetime,
             state.applied_offsets,
             [
@@ -120,7 +148,7 @@ def encode_state(state: AgentState) -> bytes:
             ],
             state.score,
             state.published_score,
-            _encode_history(state.history),
+            _history_json(state),
             state.revoked,
             state.revocation_count,
             _encode_revocation(state.revocation),

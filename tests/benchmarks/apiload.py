@@ -4,8 +4,11 @@
         [--duration S]
 
 One worker (a subprocess configured by environment, as deployed) starts on a state changelog
-already holding ``--agents`` full agent states (one million by default; see soakfill.py), so its
-fleet-wide views have that many agents to read. Revocation latency is then measured as the
+already holding ``--agents`` agent states (one million by default), so its fleet-wide views have
+that many agents to read. The first 10,000 are the background agents that the load's signals go
+to; they start full (every bounded part at its bound, see soakfill.py), the size their signals
+keep them at, so that every level measures the same worker. The others are agents seen once
+(``--states full``: full as well). Revocation latency is then measured as the
 latency benchmark measures it (tests/benchmarks/latency.py: a paced background of ordinary
 signals at 10 % of the worker's sustained rate, and one critical probe signal every 75 ms), twice:
 first with nothing else asking the worker anything, then while a client (a process of its own)
@@ -86,11 +89,16 @@ def light_state(rng: random.Random, now_ms: int) -> AgentState:
     return state
 
 
-async def fill(bootstrap: str, topic: str, dids: list[str], kind: str) -> int:
-    """A state for each of ``dids`` on the state changelog, every one acknowledged."""
+async def fill(bootstrap: str, topic: str, dids: list[str], kind: str, full_first: int) -> int:
+    """A state for each of ``dids`` on the state changelog, every one acknowledged: the first
+    ``full_first`` full, the others of ``kind``."""
     rng = random.Random(11)
     now_ms = int(time.time() * 1000)
-    make = full_state if kind == "full" else light_state
+    rest = full_state if kind == "full" else light_state
+
+    def make(index: int) -> AgentState:
+        return (full_state if index < full_first else rest)(rng, now_ms)
+
     return await produce_batched(
         bootstrap,
         (
@@ -98,9 +106,9 @@ async def fill(bootstrap: str, topic: str, dids: list[str], kind: str) -> int:
                 topic,
                 partition_for(did.encode(), PARTITIONS),
                 did.encode(),
-                encode_state(make(rng, now_ms)),
+                encode_state(make(index)),
             )
-            for did in dids
+            for index, did in enumerate(dids)
         ),
     )
 
@@ -188,8 +196,13 @@ async def measure(
 
     async def prepare(topics: TopicNames) -> None:
         started = time.monotonic()
-        written = await fill(bootstrap, topics.agent_state, residents, args.states)
-        print(f"  {written:,} {args.states} states written in {time.monotonic() - started:.0f} s")
+        # The background agents start full, at the size their signals keep them at: agents
+        # that grew from nothing over the run would make each level cost more than the one
+        # before, and the levels' order cancels only a steady drift.
+        written = await fill(
+            bootstrap, topics.agent_state, residents, args.states, len(background_dids)
+        )
+        print(f"  {written:,} states written in {time.monotonic() - started:.0f} s")
 
     async with running_worker(
         bootstrap, prefix, workdir, "apiload-worker", prepare=prepare
@@ -342,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         "--states",
         choices=("light", "full"),
         default="light",
-        help="stored agents seen once (default), or with full histories (soakfill.py: about "
-        "ten times the bytes, and the worker restores a million of them for minutes)",
+        help="stored agents other than the background ones: seen once (default), or with full "
+        "histories (soakfill.py: about ten times the bytes, and the worker restores a million "
+        "of them for minutes)",
     )
     args = parser.parse_args(argv)
     args.agents = args.agents or (20_000 if args.quick else 1_000_000)

@@ -421,6 +421,55 @@ def test_codec_round_trips_a_state_built_by_real_transitions() -> None:
     assert again.republish == state.revocation
 
 
+def written_afresh(state: AgentState) -> bytes:
+    """``state`` encoded with nothing reused from an earlier encoding."""
+    fresh = copy.copy(state)
+    fresh.recent_written = [None] * len(state.recent)
+    fresh.history_written = None
+    return encode_state(fresh)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(("signal", "close", "encode")),
+            st.integers(0, 4),
+            st.sampled_from((0.0, 0.3, 0.5, 0.1 + 0.2, 1.0)),
+            st.integers(0, 3),
+        ),
+        max_size=300,
+    )
+)
+def test_an_encoding_that_reuses_earlier_ones_equals_one_written_afresh(
+    steps: list[tuple[str, int, float, int]],
+) -> None:
+    """Signals, window closes and encodings in any order: parts kept from an earlier encoding
+    are reused only while unchanged (a full state's values outrun their bound of 100)."""
+    state = AgentState()
+    offsets = [0] * 5
+    clock = T0
+    for action, dimension, value, windows_on in steps:
+        if action == "signal":
+            offsets[dimension] += 1
+            signal(state, dimension, offsets[dimension], value, at=clock, clock=clock)
+        elif action == "close":
+            clock += windows_on * SIZE
+            close(state, clock + GRACE, tick=clock)
+        assert encode_state(state) == written_afresh(state)
+
+
+def test_a_list_replaced_after_an_encoding_is_written_afresh() -> None:
+    state = AgentState()
+    signal(state, POLICY, 0, 0.5)
+    close(state, T0 + SIZE + GRACE)
+    encode_state(state)
+    state.recent = [[0.25] * 3 for _ in range(5)]
+    state.history = [(T0, 400)]
+    assert encode_state(state) == written_afresh(state)
+    assert decode_state(encode_state(state)).recent == state.recent
+
+
 @pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 0, "1", None])
 def test_unknown_format_version_is_refused(version: object) -> None:
     raw = orjson.loads(encode_state(AgentState()))
