@@ -310,6 +310,15 @@ def create_app(settings: Settings) -> TrustApp:
         await restorers.release()
 
     install_observability(app, pipeline, config, feed, broker)
-    api = install_api(app, settings, table, store, config, ownership, own_url)
+    api = install_api(
+        app,
+        settings,
+        table,
+        store,
+        config,
+        ownership,
+        own_url,
+        scoring_busy=pipeline.closing.windows_due,
+    )
     install_dashboard(app, settings, api.tokens)
     return TrustApp(app, settings, names, table, pipeline, config, feed, restorers)

@@ -95,6 +95,11 @@ class WindowClosing:
             self.durability.fail(exc)
             raise
 
+    def windows_due(self) -> bool:
+        """Some agent has a window due and not closed yet: closing is under way, or waits for
+        the next tick to go on."""
+        return any(schedule.pending for schedule in self.handlers.schedules.values())
+
     def turn_seconds(self) -> float:
         """As long as the last signal batch's turn, within bounds. A fixed short turn starved
         closing: at 15,000 signals/s over 100,000 agents it fell behind by more than half, and

@@ -82,6 +82,7 @@ class Api:
         *,
         table_name: str,
         own_url: str,
+        scoring_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -93,7 +94,7 @@ class Api:
         self.tokens = Tokens(read=settings.api_read_token, admin=settings.admin_token)
         self.timeout = settings.web_forward_timeout_seconds
         self.forwarder = Forwarder(app, table_name, own_url, self.timeout)
-        self.scan = AgentScan(store, lambda: ownership.owned)
+        self.scan = AgentScan(store, lambda: ownership.owned, busy=scoring_busy)
         self.pacer = Pacer(settings.api_fleet_pages_per_second)
         self.census = Census(self.scan, lambda: config.current.warning_threshold)
 
@@ -247,8 +248,18 @@ def install(
     config: ConfigFollower,
     ownership: Ownership,
     own_url: str,
+    scoring_busy: Callable[[], bool] = lambda: False,
 ) -> Api:
-    api = Api(app, settings, store, config, ownership, table_name=table.name, own_url=own_url)
+    api = Api(
+        app,
+        settings,
+        store,
+        config,
+        ownership,
+        table_name=table.name,
+        own_url=own_url,
+        scoring_busy=scoring_busy,
+    )
     if not api.tokens.reads_protected and not is_loopback(settings.web_host):
         log.warning(
             "The HTTP API listens on %s and anyone who reaches it can read every agent's score "

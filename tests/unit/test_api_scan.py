@@ -14,6 +14,7 @@ from streams.kafka.delivery import DeliveryHealth, Retrying
 from streams.scoring.agent import AgentState
 from streams.scoring.codec import StateFormatError, decode_state, encode_state
 from streams.state.store import StateStore
+from streams.web import scan as scan_module
 from streams.web.scan import AgentScan, Census, Pacer, Stored, score_and_revoked
 from tests.support.fake_kafka import FakeBatch, FakeProducer
 
@@ -140,6 +141,38 @@ async def test_a_long_scan_gives_the_loop_back_between_slices(tmp_path: Path) ->
     assert len(result.found) == 200
     # A slice of no time still reads a clock check's worth of keys (16) before giving way.
     assert len(pauses) >= 200 // 16 - 1
+
+
+async def test_slices_are_held_back_while_windows_close_but_never_starve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scan_module, "_PAUSE_PER_SLICE", 0.0)
+    monkeypatch.setattr(scan_module, "BUSY_HOLD_SECONDS", 0.02)
+    monkeypatch.setattr(scan_module, "BUSY_POLL_SECONDS", 0.001)
+    store = _store(tmp_path)
+    for i in range(80):
+        _put(store, 0, f"did:m:{i:04d}", 500)
+    looks: list[bool] = []
+    busy = [False]
+
+    def scoring_busy() -> bool:
+        looks.append(busy[0])
+        return busy[0]
+
+    scan = AgentScan(store, lambda: frozenset({0}), slice_seconds=0.0, busy=scoring_busy)
+    assert len((await _scan_all(scan)).found) == 80
+    slices = len(looks) + 1  # one look after every slice but the last
+    assert slices >= 80 // 8 and not any(looks)
+
+    looks.clear()
+    busy[0] = True
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await _scan_all(scan)
+    # Held the whole hold after each slice, looking again meanwhile, and still read everything.
+    assert len(result.found) == 80
+    assert loop.time() - started >= 0.02 * (slices - 1)
+    assert len(looks) > 2 * (slices - 1)
 
 
 async def test_a_partition_given_up_meanwhile_is_not_reported_as_read(tmp_path: Path) -> None:
