@@ -73,6 +73,8 @@ TITLE = "Revocation latency while the fleet-wide API views are read"
 LOAD_PERCENT = 10
 PAGE = 100
 P99_RATIO_TARGET = 1.1
+#: Stored agents the load's signals go to (the first ones).
+BACKGROUND_AGENTS = 10_000
 #: Quiet and reading levels in ABBA BAAB order: both kinds' levels sit at the same mean place
 #: (4.5), so a linear drift over the run weighs on both alike (ABBA ABBA would not: 4 and 5).
 PHASES = ("quiet", "api", "api", "quiet", "api", "quiet", "quiet", "api")
@@ -186,7 +188,7 @@ async def measure(
     names = TopicNames(prefix)
     run = prefix.rstrip(".")
     residents = [f"did:mesh:{run}-res-{i:07d}" for i in range(args.agents)]
-    background_dids = residents[: min(len(residents), 10_000)]
+    background_dids = residents[:BACKGROUND_AGENTS]
     probes_per_level = max(1, int(args.duration / PROBE_INTERVAL_S))
     probe_dids = [
         [f"did:mesh:{run}-probe-{level}-{i:05d}" for i in range(probes_per_level)]
@@ -336,7 +338,8 @@ def build_result(levels: list[LevelResult], reader: Reader, args: argparse.Names
         result.add("api_page_p50_ms", "page latency p50", percentile(reader.latencies_ms, 50), "ms")
         result.add("api_page_p99_ms", "page latency p99", percentile(reader.latencies_ms, 99), "ms")
     result.notes.append(
-        f"{args.agents:,} {args.states} agent states stored; "
+        f"{args.agents:,} agent states stored (the {min(args.agents, BACKGROUND_AGENTS):,} "
+        f"the load goes to full, the others {args.states}); "
         f"{len(reader.errors)} page requests failed"
         + (f" (e.g. {reader.errors[0]})" if reader.errors else "")
         + f"; {reader.partial} pages were partial."
