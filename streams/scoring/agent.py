@@ -113,10 +113,10 @@ class AgentState:
     #: ``history``: (the list written, its JSON), or None until written again. A state is encoded
     #: at every checkpoint, and between two of them a signal changes one dimension's values and
     #: a window close the history, so the rest is reused (an encoding of a full state costs a
-    #: third as much). Kept apart from the lists' identity, so a list replaced is written afresh;
-    #: a list changed in place must have its entry cleared: :func:`apply_signal` does for its
-    #: dimension, and :func:`_record_history` for the history, the only two that change them.
-    #: Not stored, not part of equality.
+    #: third as much). Each entry holds the list it was written from, so a list replaced is
+    #: written afresh; a list changed in place must have its entry cleared: :func:`apply_signal`
+    #: does for its dimension, and :func:`_record_history` for the history, the only two that
+    #: change them. Not stored, not part of equality.
     recent_written: list[tuple[list[float], bytes] | None] = field(
         default_factory=lambda: [None] * N_DIMENSIONS, compare=False, repr=False
     )
