@@ -62,6 +62,16 @@ class Durability:
         raise AssertionError(f"closing failed: {exc!r}")
 
 
+def closing_for(handlers: Handlers, clock: FakeClock) -> WindowClosing:
+    return WindowClosing(
+        handlers=handlers,  # type: ignore[arg-type]
+        durability=Durability(clock),  # type: ignore[arg-type]
+        turn=asyncio.Lock(),
+        config=lambda: None,  # type: ignore[arg-type,return-value]
+        min_turn_seconds=CLOSE_TURN_MAX_SECONDS,
+    )
+
+
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
@@ -73,13 +83,7 @@ async def test_a_closing_turn_counts_the_sending_of_its_states_in_its_budget(
     clock: FakeClock,
 ) -> None:
     handlers = Handlers(clock, agents=20_000)
-    closing = WindowClosing(
-        handlers=handlers,  # type: ignore[arg-type]
-        durability=Durability(clock),  # type: ignore[arg-type]
-        turn=asyncio.Lock(),
-        config=lambda: None,  # type: ignore[arg-type,return-value]
-        min_turn_seconds=CLOSE_TURN_MAX_SECONDS,
-    )
+    closing = closing_for(handlers, clock)
     turns = []
     for _ in range(30):
         started = clock.now
@@ -93,3 +97,16 @@ async def test_a_closing_turn_counts_the_sending_of_its_states_in_its_budget(
     assert closing.send_seconds_per_agent == pytest.approx(SEND_SECONDS, rel=0.01)
     # Before anything was learnt, the first turn overran by the sending it had not counted.
     assert turns[0][0] > CLOSE_TURN_MAX_SECONDS * 1.3
+
+
+async def test_windows_are_due_until_every_pending_close_is_done(clock: FakeClock) -> None:
+    """What the fleet-wide views hold back for (streams.web.scan): true from a window's end
+    until the last agent due is closed, over as many turns as that takes."""
+    handlers = Handlers(clock, agents=1_000)
+    handlers.schedules[1] = SimpleNamespace(pending=deque())
+    closing = closing_for(handlers, clock)
+    turns = 0
+    while closing.windows_due():
+        await closing._close_turn({0, 1})
+        turns += 1
+    assert turns > 1 and not handlers.schedules[0].pending
