@@ -445,10 +445,15 @@ def test_an_encoding_that_reuses_earlier_ones_equals_one_written_afresh(
     steps: list[tuple[str, int, float, int]],
 ) -> None:
     """Signals, window closes and encodings in any order: parts kept from an earlier encoding
-    are reused only while unchanged (a full state's values outrun their bound of 100)."""
+    are reused only while unchanged, also once a dimension's values are at their bound (100)
+    and each signal drops the oldest."""
     state = AgentState()
     offsets = [0] * 5
     clock = T0
+    for _ in range(100):
+        offsets[POLICY] += 1
+        signal(state, POLICY, offsets[POLICY], 0.5, at=clock, clock=clock)
+    encode_state(state)
     for action, dimension, value, windows_on in steps:
         if action == "signal":
             offsets[dimension] += 1
