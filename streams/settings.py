@@ -228,7 +228,7 @@ class Settings(KafkaSecuritySettings):
         ge=0,
         description="Memory (estimated) for the decoded agent states kept between batches; the "
         "cache stops at this or at state_cache_agents, whichever comes first. A full state "
-        "takes about 35 KiB: 512 MiB holds 14,000 of them, so 10,000 busy agents with full "
+        "is estimated at 34 KiB: 512 MiB holds 15,000 of them, so 10,000 busy agents with full "
         "histories are not decoded again at every batch.",
     )
     rocksdb_memory_mb: int = Field(

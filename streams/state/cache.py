@@ -3,7 +3,7 @@
 Decoding is the largest cost of reading a state, so the states of recently active agents are
 kept decoded. Entries are the very objects last written, so they never go stale while the
 partition stays assigned; a partition's entries are dropped when it moves. Bounded by memory as
-well as count: a state grows with its agent's history (1.5 KiB new, 35 KiB full), so a count alone
+well as count: a state grows with its agent's history (1.5 KiB new, 34 KiB full), so a count alone
 would let the cache grow thirtyfold as states fill.
 """
 
@@ -20,7 +20,7 @@ Entry = tuple[int, bytes]  # (partition, key)
 def held_bytes(state: AgentState) -> int:
     """About how much memory a decoded state takes, with what the codec keeps of its last
     encoding. Measured with tracemalloc: 1.5 KiB, plus 38 bytes per recent value, 124 per
-    history entry, 200 per explained signal and 300 per open window (35 KiB for a full state)."""
+    history entry, 200 per explained signal and 300 per open window (34 KiB for a full state)."""
     return (
         1500
         + 38 * sum(map(len, state.recent))
