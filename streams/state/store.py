@@ -278,8 +278,9 @@ class StateStore:
         """Send ``items``, in order, to the changelog partition; they are written locally once
         it has them (see :mod:`streams.state.changelog`), and read from memory until then.
 
-        Returns once they are sent; :meth:`confirm` is what waits until the changelog holds them
-        (and sends again what it refused), and nothing that depends on them may happen before.
+        Returns at once (they are queued, in order, for the producer); :meth:`confirm` is what
+        waits until the changelog holds them (and sends again what it refused), and nothing that
+        depends on them may happen before.
         """
         await self.changelog.send(partition, items)
 
