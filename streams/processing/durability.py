@@ -105,7 +105,11 @@ class Durability:
 
         The states in slices of a few hundred agents, letting batches in between: written at
         once, a couple of seconds' worth of states holds the worker for a tenth of a second, and
-        a revocation with it.
+        a revocation with it. Each slice waits, outside the turn, until the producer has taken
+        the one before: queued all at once, a checkpoint's megabytes went out in back-to-back
+        requests, and a revocation's state and its produce waited behind them (measured at 10%
+        load: revocation p99 90-110 ms before the changelog queued its writes, 160-210 ms
+        after, without this pacing).
         """
         async with self._checkpointing:
             async with self._turn:
@@ -119,6 +123,7 @@ class Durability:
                             partition, keys[start : start + CHECKPOINT_SLICE]
                         )
                     await asyncio.sleep(0)
+                    await self.store.changelog_room()
             await self.store.confirm()
             async with self._turn:
                 self.check()

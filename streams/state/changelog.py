@@ -193,6 +193,10 @@ class ChangelogWriter:
                 waiting.append((through, future))
         self._handed_waiters = waiting
 
+    async def room(self) -> None:
+        """Return once at most one send waits to be handed over (see Durability.checkpoint)."""
+        await self._handed_over(self._sends - 1)
+
     async def _handed_over(self, through: int) -> None:
         """Return once every send up to number ``through`` is handed to the producer."""
         if self._hand_over_failed is not None:

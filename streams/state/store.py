@@ -284,6 +284,10 @@ class StateStore:
         """
         await self.changelog.send(partition, items)
 
+    async def changelog_room(self) -> None:
+        """Return once at most one write waits to be handed to the producer."""
+        await self.changelog.room()
+
     async def confirm(self) -> None:
         """Return once the changelog, and then the local database, holds every record sent
         before this call (see :meth:`streams.state.changelog.ChangelogWriter.confirm`)."""

@@ -275,3 +275,35 @@ async def test_a_batch_the_producer_refuses_to_take_stops_every_later_write_and_
     with pytest.raises(KafkaTimeoutError):
         await store.confirm()
     assert store.db(0).get(b"did:a:1") is None
+
+
+async def test_room_waits_until_the_producer_has_taken_all_but_the_last_write(
+    tmp_path: Path,
+) -> None:
+    """What paces a checkpoint's slices: queued faster than the producer takes them, they would
+    sit in front of a revocation's state."""
+
+    class OneAtATime(FakeProducer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.room = asyncio.Semaphore(0)
+
+        async def send_batch(
+            self, batch: FakeBatch, topic: str, *, partition: int
+        ) -> asyncio.Future[Any]:
+            await self.room.acquire()
+            return await super().send_batch(batch, topic, partition=partition)
+
+    producer = OneAtATime()
+    store = _store(tmp_path, producer)
+    await store.write(0, [(b"did:a:1", b"one")])
+    await store.changelog_room()  # one write waiting: room at once
+    await store.write(0, [(b"did:a:2", b"two")])
+    waiting = asyncio.ensure_future(store.changelog_room())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    producer.room.release()  # the first is taken
+    await asyncio.wait_for(waiting, 1)
+    assert [batch.rows for batch in producer.batches] == [[(b"did:a:1", b"one")]]
+    producer.room.release()
+    await store.confirm()
