@@ -41,6 +41,21 @@ class HeldProducer(FakeProducer):
             future.set_result(self._future(topic, partition, rows).result())
 
 
+class FullBuffer(FakeProducer):
+    """send_batch waits for buffer space, as aiokafka's does while the partition's previous
+    batch has not gone out in a request yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = asyncio.Event()
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        await self.room.wait()
+        return await super().send_batch(batch, topic, partition=partition)
+
+
 async def _confirm_answered(store: StateStore, producer: HeldProducer) -> None:
     """Confirm, the broker answering what was handed to it (sends are handed over by a task
     of the changelog's own, so not yet when a write returns)."""
@@ -210,21 +225,6 @@ async def test_changelog_batches_are_handed_over_closed_so_the_producer_sends_th
         [(b"did:a:3", b"three")],
     ]
     assert all(batch.closed for batch in producer.batches)
-
-
-class FullBuffer(FakeProducer):
-    """send_batch waits for buffer space, as aiokafka's does while the partition's previous
-    batch has not gone out in a request yet."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.room = asyncio.Event()
-
-    async def send_batch(
-        self, batch: FakeBatch, topic: str, *, partition: int
-    ) -> asyncio.Future[Any]:
-        await self.room.wait()
-        return await super().send_batch(batch, topic, partition=partition)
 
 
 async def test_a_write_does_not_wait_for_the_producer_and_reaches_it_in_order(
