@@ -108,8 +108,8 @@ class Durability:
         a revocation with it. Each slice waits, outside the turn, until the producer has taken
         the one before: queued all at once, a checkpoint's megabytes went out in back-to-back
         requests, and a revocation's state and its produce waited behind them (measured at 10%
-        load: revocation p99 90-110 ms before the changelog queued its writes, 160-210 ms
-        after, without this pacing).
+        load: revocation p99 90-110 ms before the changelog queued its writes, 157-170 ms
+        after, without this pacing; 50-61 ms with it).
         """
         async with self._checkpointing:
             async with self._turn:

@@ -125,11 +125,11 @@ class ChangelogWriter:
         :meth:`confirm` waits until they are handed over and stored."""
         self._enqueue(partition, items)
 
-    def _enqueue(self, partition: int, items: Sequence[Item]) -> int:
+    def _enqueue(self, partition: int, items: Sequence[Item]) -> None:
         if self._hand_over_failed is not None:
             raise self._hand_over_failed
         if not items:
-            return self._sends
+            return
         self._sends += 1
         send = self._sends
         # Taken now: a partition given up while this send waits in the queue must not have the
@@ -142,7 +142,6 @@ class ChangelogWriter:
         if self._handing is None:
             self._handing = asyncio.ensure_future(self._hand_over())
             self._handing.add_done_callback(self._handing_done)
-        return send
 
     async def _hand_over(self) -> None:
         """Hand the queued sends to the producer, in order, until the queue is empty."""
