@@ -91,12 +91,19 @@ class Durability:
         if outbox.dead_letters or outbox.ordered:
             await self.delivery.send([*outbox.dead_letters, *outbox.ordered])
 
-    async def commit_clocks(self) -> None:
-        """Step 4 for ticks: the clocks they moved, before Faust commits the ticks. Only those:
-        the states of signals staged meanwhile do not depend on a tick's commit, and writing them
-        all on every tick would stall signals four times a second. (Called holding the turn.)"""
+    async def send_clocks(self) -> None:
+        """Step 4 for ticks begun: the clocks they moved, sent (called holding the turn: they
+        are taken as the ticks left them). Only those: the states of signals staged meanwhile
+        do not depend on a tick's commit, and writing them all on every tick would stall
+        signals four times a second."""
         self.check()
         await self.store.persist_entries(CLOCK_KEY)
+
+    async def confirm_clocks(self) -> None:
+        """Step 4 for ticks ended: the clocks sent are confirmed, before Faust commits the
+        ticks. Needs no turn: held while Kafka confirms (behind any checkpoint slice queued
+        before the clocks), it kept every signal batch, and every critical signal, waiting
+        (measured under load: up to 213 ms)."""
         await self.store.confirm()
 
     async def checkpoint(self) -> None:

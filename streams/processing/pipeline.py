@@ -190,9 +190,10 @@ class ScoringPipeline:
             await self._process_records(owned)
             # Stream time that ticks moved is stored with the positions, as the signals' is.
             self._stage_progress(tick_partitions)
-            await self.durability.commit_clocks()
+            await self.durability.send_clocks()
             if holes:
                 await self.offsets.rewind_holes(holes)
+        await self.durability.confirm_clocks()
         # Partitions a tick of this batch was applied to: closes are recorded as that tick's,
         # and re-published if it is delivered again, so only they close now (a tick committed
         # already would never be delivered again).

@@ -17,12 +17,13 @@ from aiokafka.errors import KafkaTimeoutError
 
 from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
 from streams.kafka.topics import TopicNames
+from streams.processing.closing import encode_tick
 from streams.processing.intake import SignalIntake
 from streams.processing.pipeline import ScoringPipeline
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 from streams.scoring.windows import WindowPolicy
-from streams.state.store import SIGNAL_POSITIONS_KEY, StateStore
-from tests.support.fake_kafka import FakeMessage, FakeProducer, Metadata
+from streams.state.store import CLOCK_KEY, SIGNAL_POSITIONS_KEY, StateStore
+from tests.support.fake_kafka import FakeEvent, FakeMessage, FakeProducer, Metadata
 
 NAMES = TopicNames("durable.")
 NOW_MS = 1_795_000_000_000
@@ -260,4 +261,33 @@ async def test_an_acknowledgement_that_never_comes_stalls_and_shows_blocked(
     producer.budget = None
     await asyncio.wait_for(run, 15)
     assert orjson.loads(pipeline.store.db(0)[SIGNAL_POSITIONS_KEY])[:5] == [6] * 5
+    _abandon(pipeline)
+
+
+async def test_a_tick_waits_for_its_clock_without_holding_the_turn_signals_take(
+    tmp_path: Path,
+) -> None:
+    """A tick's clock must be confirmed before Faust commits the tick, but the wait is Kafka's:
+    signal batches (and critical signals) take their turns meanwhile."""
+    producer = Acks(budget=0)  # nothing is acknowledged until the test says so
+    pipeline = _pipeline(tmp_path, producer)
+    tick = FakeEvent(FakeMessage(NAMES.ticks, 0, 0, None, encode_tick(NOW_MS), NOW_MS / 1000))
+    ticking = asyncio.ensure_future(pipeline.process_batch([tick]))
+    for _ in range(100):
+        if producer.held:
+            break
+        await asyncio.sleep(0)
+    assert producer.held, "the tick's clock was never sent"
+    assert not ticking.done()
+
+    body = {"agent_did": "did:x:steady", "value": 0.9, "source": "s"}
+    signal = FakeMessage(NAMES.signals[0], 0, 0, b"did:x:steady", orjson.dumps(body), NOW_MS)
+    await asyncio.wait_for(pipeline.process_records([signal]), 1)
+    assert sum(pipeline.counters.signals_applied) == 1
+    assert not ticking.done(), "the tick returned before its clock was confirmed"
+
+    for future in producer.held:
+        future.set_result(Metadata(0))
+    await asyncio.wait_for(ticking, 5)
+    assert pipeline.store.db(0).get(CLOCK_KEY) is not None
     _abandon(pipeline)
