@@ -79,6 +79,7 @@ GRACE_SECONDS = float(_DEFAULTS["grace_seconds"].default)
 TICK_INTERVAL_SECONDS = float(_DEFAULTS["tick_interval_seconds"].default)
 REVOCATION_THRESHOLD = int(_DEFAULTS["revocation_threshold"].default)
 BATCH_WITHIN_SECONDS = float(_DEFAULTS["batch_within_seconds"].default)
+STATE_FLUSH_SECONDS = float(_DEFAULTS["state_flush_seconds"].default)
 
 PROBE_INTERVAL_S = 0.075
 #: Probes are revoked by their critical signal on this dimension (one of the two weighted 0.25).
@@ -909,8 +910,8 @@ def build_result(
         "that its agents' states stay small. Live, the broker and the load generator share the "
         "two cores, the background agents' states grow over the run (each has had well over a "
         "hundred signals by the end of the 50% level, and a state is encoded at every "
-        "checkpoint), and the worker's fixed costs (ticks, a checkpoint every 2 s of every "
-        "changed agent, fetching 30 topic-partitions) weigh more: "
+        "checkpoint), and the worker's fixed costs (ticks, a checkpoint of every changed agent "
+        f"every {STATE_FLUSH_SECONDS:g} s, fetching 30 topic-partitions) weigh more: "
         + "; ".join(
             f"at {level.percent}% of that rate the worker used {level.worker_cpu:.0%} of a core"
             for level in levels
