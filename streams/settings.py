@@ -277,10 +277,10 @@ class Settings(KafkaSecuritySettings):
         ),
     )
     # 5 s rather than 2: every agent active in the interval is encoded and sent once per
-    # interval, and under load each checkpoint's burst delays critical signals (revocation
-    # latency at 50% load, alternated runs, with 100-agent checkpoint slices: p50 79/79 ms and
-    # p99 333/236 ms at 2 s with 200-agent slices; p50 16/36 ms and p99 192/208 ms at 5 s).
-    # The price: a crash replays up to 5 s of signals (their effect is still exactly once).
+    # interval, and under load each checkpoint's burst delays critical signals. Revocation
+    # latency at 50% load, alternated runs: p50 79/79 ms, p99 333/236 ms at 2 s (200-agent
+    # slices); p50 16/36 ms, p99 192/208 ms at 5 s (100-agent slices). The price: a crash
+    # replays up to 5 s of signals (their effect is still exactly once).
     state_flush_seconds: float = Field(
         default=5.0,
         gt=0,
