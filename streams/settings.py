@@ -276,11 +276,7 @@ class Settings(KafkaSecuritySettings):
             "is never further ahead of the wall clock than this."
         ),
     )
-    # 5 s rather than 2: every agent active in the interval is encoded and sent once per
-    # interval, and under load each checkpoint's burst delays critical signals. Revocation
-    # latency at 50% load, alternated runs: p50 79/79 ms, p99 333/236 ms at 2 s (200-agent
-    # slices); p50 16/36 ms, p99 192/208 ms at 5 s (100-agent slices). The price: a crash
-    # replays up to 5 s of signals (their effect is still exactly once).
+    # 5 s, not 2: half the encodings, and revocations wait less (docs/benchmarks.md, latency).
     state_flush_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from streams.scoring.formulas import dimension_score, total_score
 from streams.scoring.model import (
@@ -125,21 +126,13 @@ class AgentState:
     )
 
     def dimension_scores(self) -> tuple[float, ...]:
-        known = self.scores_known
-        for d, score in enumerate(known):
-            if score is None:
-                known[d] = dimension_score(self.recent[d])
-        return tuple(known)  # type: ignore[arg-type]  # every entry was just filled
+        return tuple(map(self.score_of_dimension, range(N_DIMENSIONS)))
 
     def score_of_dimension(self, d: int) -> float:
-        """Dimension ``d``'s score alone (as :meth:`dimension_scores` gives it). Just past a
-        window's end every active agent keeps each dimension's score as of the end, all at once;
-        working out the other four there too (about 4 us each, changed ones again at every
-        dimension's turn) made that burst several times longer than it needs to be."""
-        known = self.scores_known
-        score = known[d]
+        """Worked out alone: at a window's end all agents keep each dimension's, all at once."""
+        score = self.scores_known[d]
         if score is None:
-            score = known[d] = dimension_score(self.recent[d])
+            score = self.scores_known[d] = dimension_score(self.recent[d])
         return score
 
     def is_at_risk(self, config: ScoringConfig) -> bool:
@@ -172,10 +165,6 @@ APPLIED = SignalOutcome(applied=True)
 SKIPPED = SignalOutcome(applied=False)
 
 
-def _time_of(entry: tuple[int, int]) -> int:
-    return entry[0]
-
-
 def _record_history(state: AgentState, at_ms: int, total: int) -> None:
     """Add a recalculation to the history, in time order (a window's score, taken at its end,
     is recorded when the window closes, after any critical signal of the next window), and make
@@ -184,7 +173,7 @@ def _record_history(state: AgentState, at_ms: int, total: int) -> None:
     if not history or history[-1][0] <= at_ms:
         history.append((at_ms, total))
     else:
-        insort(history, (at_ms, total), key=_time_of)
+        insort(history, (at_ms, total), key=itemgetter(0))
     if len(history) > HISTORY_LENGTH:
         del history[: len(history) - HISTORY_LENGTH]
     state.history_written = None
