@@ -276,7 +276,7 @@ class Settings(KafkaSecuritySettings):
             "is never further ahead of the wall clock than this."
         ),
     )
-    # 5 s, not 2: half the encodings, and revocations wait less (docs/benchmarks.md, latency).
+    # 5 s, not 2: fewer state encodings, and revocations wait less (docs/benchmarks.md).
     state_flush_seconds: float = Field(
         default=5.0,
         gt=0,
