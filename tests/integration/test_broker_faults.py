@@ -29,7 +29,13 @@ from tests.support.signals import DIMENSIONS, Fleet, signal_topic
 from tests.support.web import metric_sum, poll_page, try_get, wait_for_page
 from tests.support.worker import WorkerProcess
 
-SETTINGS = {"window_seconds": "2", "grace_seconds": "1", "partitions": "3"}
+#: Checkpoints every 2 s, so that several come due during each fault below.
+SETTINGS = {
+    "window_seconds": "2",
+    "grace_seconds": "1",
+    "partitions": "3",
+    "state_flush_seconds": "2",
+}
 
 
 def _same_worker(worker: WorkerProcess, pid: int, when: str) -> None:
