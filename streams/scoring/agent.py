@@ -129,7 +129,7 @@ class AgentState:
         return tuple(map(self.score_of_dimension, range(N_DIMENSIONS)))
 
     def score_of_dimension(self, d: int) -> float:
-        """Worked out alone: at a window's end all agents keep each dimension's, all at once."""
+        """One dimension's score, alone: a window's end keeps each, for every agent at once."""
         score = self.scores_known[d]
         if score is None:
             score = self.scores_known[d] = dimension_score(self.recent[d])
