@@ -185,10 +185,16 @@ class Sampler:
 
 
 def worker_settings(args: argparse.Namespace) -> dict[str, str]:
-    return {
+    settings = {
         "agent_ttl_days": f"{args.ttl_minutes / MINUTES_PER_DAY:.9g}",
         "state_cache_agents": str(args.cache_agents),
     }
+    # A TTL must span three state flush intervals (see Settings); a short smoke run's does not
+    # span three of the default's, so its worker flushes more often.
+    flush = float(Settings.model_fields["state_flush_seconds"].default)
+    if args.ttl_minutes * 60 < 3 * flush:
+        settings["state_flush_seconds"] = f"{args.ttl_minutes * 60 / 3:.9g}"
+    return settings
 
 
 async def soak(bootstrap: str, workdir: Path, args: argparse.Namespace, rate: float) -> Measured:

@@ -21,6 +21,8 @@ SETTINGS = {
     "grace_seconds": "1",
     "partitions": "3",
     "agent_ttl_days": repr(TTL_SECONDS / 86_400),
+    # A TTL must span three flush intervals (see Settings): the default 5 s is too long here.
+    "state_flush_seconds": "2",
 }
 
 
