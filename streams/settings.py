@@ -34,6 +34,8 @@ ENVIRONMENT_OUTSIDE_SETTINGS: Final[Mapping[str, str]] = {
     "TRUST_TESTS_KEEP_BROKER": "the tests keep the local broker they started (tests/support)",
     "TRUST_DEMO_KEEP_BROKER": "the demo keeps the local broker it started (streams/demo.py)",
 }
+#: An idle-agent TTL spans at least this many state flush intervals (see _check_agent_ttl).
+TTL_FLUSH_INTERVALS: Final = 3
 
 
 class KafkaSecuritySettings(BaseSettings):
@@ -316,13 +318,13 @@ class Settings(KafkaSecuritySettings):
 
     @model_validator(mode="after")
     def _check_agent_ttl(self) -> Settings:
-        # Signal positions are stored every state_flush_seconds: an agent removed sooner than a
-        # few of those after its last signal could have that signal replayed after a crash and
-        # applied again to a fresh state.
-        if 0 < self.agent_ttl_seconds < 3 * self.state_flush_seconds:
+        # Positions are stored every state_flush_seconds: an agent removed sooner than a few of
+        # those after its last signal could have it replayed after a crash onto a fresh state.
+        least = TTL_FLUSH_INTERVALS * self.state_flush_seconds
+        if 0 < self.agent_ttl_seconds < least:
             raise ValueError(
                 f"agent_ttl_days is {self.agent_ttl_seconds:.1f} s: set 0 (off) or at least "
-                f"three state flush intervals ({3 * self.state_flush_seconds:.1f} s)"
+                f"{TTL_FLUSH_INTERVALS} state flush intervals ({least:.1f} s)"
             )
         return self
 

@@ -112,9 +112,9 @@ class Durability:
         """Steps 3 and 4: every staged state, then the positions and clocks that say "every
         state before me is stored", each confirmed.
 
-        The states in slices of a few hundred agents, letting batches in between: written at
-        once, a couple of seconds' worth of states holds the worker for a tenth of a second, and
-        a revocation with it. Each slice waits, outside the turn, until the producer has taken
+        The states in slices of CHECKPOINT_SLICE agents, letting batches in between: written at
+        once, an interval's worth of states holds the worker for a tenth of a second or more,
+        and a revocation with it. Each slice waits, outside the turn, until the producer has taken
         the one before: queued all at once, a checkpoint's megabytes went out in back-to-back
         requests, and a revocation's state and its produce waited behind them (measured at 10%
         load: revocation p99 90-110 ms before the changelog queued its writes, 157-170 ms

@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.kafka.topics import TopicNames
 from streams.messages import ReinstateCommand
-from streams.settings import Settings
+from streams.settings import TTL_FLUSH_INTERVALS, Settings
 from tests.benchmarks import state
 from tests.benchmarks.latency import (
     GRACE_SECONDS,
@@ -189,11 +189,11 @@ def worker_settings(args: argparse.Namespace) -> dict[str, str]:
         "agent_ttl_days": f"{args.ttl_minutes / MINUTES_PER_DAY:.9g}",
         "state_cache_agents": str(args.cache_agents),
     }
-    # A TTL must span three state flush intervals (see Settings); a short smoke run's does not
-    # span three of the default's, so its worker flushes more often.
-    flush = float(Settings.model_fields["state_flush_seconds"].default)
-    if args.ttl_minutes * 60 < 3 * flush:
-        settings["state_flush_seconds"] = f"{args.ttl_minutes * 60 / 3:.9g}"
+    # A TTL must span a few state flush intervals (see Settings); a short smoke run's does not
+    # span that many of the default's, so its worker flushes more often.
+    most = args.ttl_minutes * 60 / TTL_FLUSH_INTERVALS
+    if most < float(Settings.model_fields["state_flush_seconds"].default):
+        settings["state_flush_seconds"] = f"{most:.9g}"
     return settings
 
 
