@@ -52,8 +52,29 @@ class AppliedAhead:
 
 APPLIED_AHEAD = AppliedAhead()
 
-#: A critical signal's turn could not be worked out yet: it waits (and is looked at again).
+#: A critical signal's turn could not be worked out within the steps left: it waits (and is
+#: looked at again).
 WAIT = None
+
+
+class Blocked(NamedTuple):
+    """Why a critical signal's turn is not known yet: every record queued on the topic-partition
+    of ``dimension`` goes before it, and records not fetched yet may too.
+
+    Why it is kept: working a turn out looks at every queued record of the partition, and in a
+    backlog a critical signal stays blocked while thousands of records come in. Looking again at
+    each batch made every batch cost as much as the backlog, which then drained slower still.
+    :func:`still_blocked` tells from the records come in since, and costs as many steps."""
+
+    dimension: int
+    #: The critical signal's rank (see take_before) when it was looked at.
+    rank: int
+    #: Offset of that queue's last record then (-1: it was empty).
+    last_offset: int
+    #: Whether that topic-partition was caught up then.
+    caught_up: bool
+    #: If it was, until when the merge holds a record facing it empty (epoch ms).
+    held_until_ms: int
 
 
 class Ahead(NamedTuple):
@@ -87,11 +108,12 @@ def take_before(
     caught_up: Callable[[int], bool],
     wait_ms: int,
     steps: Steps,
-) -> list[Ahead] | None:
+) -> list[Ahead] | Blocked | None:
     """``critical`` and its agent's records that the merge releases before it, in merged order,
-    marked applied in ``queues``; :data:`WAIT` if what goes before it is not known yet (or
-    finding out would take more than the steps left), ``[]`` if it is no longer queued as it
-    was (released, applied ahead already, or read again). Each record queued takes a step.
+    marked applied in ``queues``; why not if what goes before it is not known yet
+    (:class:`Blocked`), :data:`WAIT` if finding out would take more than the steps left, ``[]``
+    if it is no longer queued as it was (released, applied ahead already, or read again). Each
+    record queued takes a step.
 
     How the merge's order is known without running it: a record's turn is set by the latest time
     in its queue up to it (its *rank*), ties to the lower dimension. A record stamped earlier than
@@ -121,23 +143,31 @@ def take_before(
         return []
     own_ranks = list(accumulate(map(_EVENT, islice(own, at + 1)), max))
     critical_rank = own_ranks[at]
+    # Per queue: its ranks and how many of its records go before the critical signal. Every
+    # queue is checked before any is searched for the agent: a blocked signal costs less.
+    before_of: list[tuple[list[int], int]] = []
+    for d, queue in enumerate(queues):
+        if d == dimension:
+            before_of.append((own_ranks, at))
+            continue
+        ranks = list(accumulate(map(_EVENT, queue), max))
+        # Ties go to the lower dimension.
+        before = (bisect_right if d < dimension else bisect_left)(ranks, critical_rank)
+        if before == len(queue):
+            # Records of this topic-partition not fetched yet might go before it: it may go only
+            # when the merge would release it facing this queue empty. The merge holds a head
+            # until min(its time, its arrival) + wait_ms; for every record up to this one that
+            # is at most min(its rank, now), which stands for them all.
+            held_until = min(critical_rank, now_ms) + wait_ms
+            is_caught_up = caught_up(d)
+            if not (is_caught_up and now_ms >= held_until):
+                last_offset = queue[-1].offset if queue else -1
+                return Blocked(d, critical_rank, last_offset, is_caught_up, held_until)
+        before_of.append((ranks, before))
     agent = critical.key
     # (rank, dimension, index, record, rank before it in its queue)
     found: list[tuple[int, int, int, Arrived, int]] = []
-    for d, queue in enumerate(queues):
-        if d == dimension:
-            ranks, before = own_ranks, at
-        else:
-            ranks = list(accumulate(map(_EVENT, queue), max))
-            # Ties go to the lower dimension.
-            before = (bisect_right if d < dimension else bisect_left)(ranks, critical_rank)
-            # Records of this topic-partition not fetched yet might go before it: it may go
-            # only when the merge would release it facing this queue empty. The merge holds a
-            # head until min(its time, its arrival) + wait_ms; for every record up to this one
-            # that is at most min(its rank, now), which stands for them all.
-            held_until = min(critical_rank, now_ms) + wait_ms
-            if before == len(queue) and not (caught_up(d) and now_ms >= held_until):
-                return WAIT
+    for d, (queue, (ranks, before)) in enumerate(zip(queues, before_of, strict=True)):
         for index in _indexes_of(list(map(_KEY, islice(queue, before))), agent):
             record = queue[index]
             if type(record.signal) is AcceptedSignal:
@@ -147,6 +177,34 @@ def take_before(
     for _, d, index, record, _ in found:
         queues[d][index] = record._replace(signal=APPLIED_AHEAD)
     return [Ahead(record, before) for _, _, _, record, before in found]
+
+
+def still_blocked(
+    blocked: Blocked,
+    queues: list[deque[Arrived]],
+    critical: Arrived,
+    now_ms: int,
+    caught_up: Callable[[int], bool],
+) -> bool:
+    """Whether what :func:`take_before` found holds still, from what changed since: looks only at
+    the records come in since on the blocking topic-partition.
+
+    It may say so though a record before the critical signal was released meanwhile and its turn
+    could now be known: the signal then waits until more records come in, or for its turn, which
+    changes only when, never what, it is applied."""
+    d = blocked.dimension
+    if caught_up(d) and (not blocked.caught_up or now_ms >= blocked.held_until_ms):
+        return False
+    rank = blocked.rank
+    tie_goes_after = d > critical.dimension
+    for record in reversed(queues[d]):
+        if record.offset <= blocked.last_offset:
+            break
+        # A record come in since goes after the critical signal: the queue is no longer all
+        # before it (its rank is at least its time, and those ahead of it went before).
+        if record.event_ms > rank or (tie_goes_after and record.event_ms == rank):
+            return False
+    return True
 
 
 _OFFSET = itemgetter(2)

@@ -35,7 +35,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streams.processing.ahead import WAIT, Ahead, Steps, is_critical_candidate, take_before
+from streams.processing.ahead import (
+    Ahead,
+    Blocked,
+    Steps,
+    is_critical_candidate,
+    still_blocked,
+    take_before,
+)
 from streams.processing.intake import AcceptedSignal, Rejection, SignalIntake
 from streams.scoring.model import CRITICAL_SIGNAL_VALUE
 from streams.scoring.windows import WindowPolicy
@@ -127,8 +134,9 @@ class SignalMerge:
         self._empty_since: dict[tuple[int, int], int] = {}
         self._forced_logged: set[tuple[int, int]] = set()
         self._turn = 0
-        #: Critical signals queued per partition, to be taken ahead of their turn when possible.
-        self._critical: dict[int, list[Arrived]] = {}
+        #: Critical signals queued per partition, to be taken ahead of their turn when possible,
+        #: each with why it could not be yet (None: not looked at, or out of steps).
+        self._critical: dict[int, list[tuple[Arrived, Blocked | None]]] = {}
         #: Partitions with records added since their critical signals were last looked at.
         self._critical_new: set[int] = set()
         #: Earliest wall-clock time (epoch ms) a held record may be released; None: none held.
@@ -149,7 +157,7 @@ class SignalMerge:
             partition_queues[record.dimension].append(record)
             filled.add((record.partition, record.dimension))
             if is_critical_candidate(record, CRITICAL_SIGNAL_VALUE):
-                self._critical.setdefault(record.partition, []).append(record)
+                self._critical.setdefault(record.partition, []).append((record, None))
         for key in filled:
             if key[0] in self._critical:
                 self._critical_new.add(key[0])
@@ -162,8 +170,8 @@ class SignalMerge:
 
         Working out a signal's turn looks at every record queued in its partition (in C loops,
         about 0.1 microseconds each): at most ``max_steps`` of them per call, beyond which
-        critical signals wait for their turn; and a partition is looked at again only once more
-        of its records came in."""
+        critical signals wait for their turn; a partition is looked at again only once more of
+        its records came in, and a signal found blocked only once those could unblock it."""
         taken: list[Ahead] = []
         if not self._critical_new:  # every batch asks; usually there is nothing new to look at
             return taken
@@ -174,19 +182,23 @@ class SignalMerge:
             if not criticals:
                 continue
             queues = self._queues[partition]
-            waiting = []
-            for critical in criticals:
-                # Past the budget, this still drops those released meanwhile (cheaply).
-                ahead = take_before(
-                    queues,
-                    critical,
-                    now_ms,
-                    lambda d, p=partition: self.caught_up(d, p),  # type: ignore[misc]
-                    self.wait_ms,
-                    steps,
-                )
-                if ahead is WAIT:
-                    waiting.append(critical)
+
+            def caught_up(dimension: int, partition: int = partition) -> bool:
+                return self.caught_up(dimension, partition)
+
+            waiting: list[tuple[Arrived, Blocked | None]] = []
+            for critical, blocked in criticals:
+                own = queues[critical.dimension]
+                if not own or own[0].offset > critical.offset:
+                    continue  # released in its turn meanwhile
+                if blocked is not None and still_blocked(
+                    blocked, queues, critical, now_ms, caught_up
+                ):
+                    waiting.append((critical, blocked))
+                    continue
+                ahead = take_before(queues, critical, now_ms, caught_up, self.wait_ms, steps)
+                if ahead is None or isinstance(ahead, Blocked):
+                    waiting.append((critical, ahead))
                 else:
                     taken.extend(ahead)
             if waiting:

@@ -185,3 +185,98 @@ def test_a_critical_signal_stamped_ahead_of_the_worker_clock_is_not_held_for_its
     m = merge(caught_up=True, wait_ms=0)
     m.add([record(2, 0, NOW + 500, value=0.0)])
     assert [(a.record.dimension, a.record.offset) for a in m.take_ahead(NOW)] == [(2, 0)]
+
+
+def test_a_blocked_critical_signal_is_looked_at_again_only_for_records_that_may_unblock_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a backlog a critical signal stays blocked while thousands of records come in that go
+    before it: working its turn out again for each batch cost as much as the backlog."""
+    from streams.processing import merge as merge_module
+
+    looked_at = []
+    real = merge_module.take_before
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        looked_at.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "take_before", counting)
+    m = merge(caught_up=False)
+    m.add([record(2, 0, OLD + 500, value=0.0)] + [record(d, 0, OLD + 600) for d in (1, 3, 4)])
+    m.add([record(0, 0, OLD, AGENTS[1])])
+    assert m.take_ahead(NOW) == [] and len(looked_at) == 1  # topic 0 may hold earlier records
+    for offset in range(1, 200):  # they come, all before it, batch after batch
+        m.add([record(0, offset, OLD + offset, AGENTS[1])])
+        assert m.take_ahead(NOW) == []
+    assert len(looked_at) == 1
+    m.add([record(0, 200, OLD + 700, AGENTS[1])])  # one after it: its turn is known now
+    assert [(a.record.dimension, a.record.offset) for a in m.take_ahead(NOW)] == [(2, 0)]
+    assert len(looked_at) == 2
+
+
+def test_a_signal_blocked_by_a_topic_not_caught_up_goes_once_that_topic_catches_up() -> None:
+    caught_up = {d: True for d in range(5)}
+    caught_up[0] = False
+    m = SignalMerge(5, wait_ms=0, fetch_wait_ms=1_000, caught_up=lambda d, _p: caught_up[d])
+    m.add([record(2, 0, OLD + 500, value=0.0)] + [record(d, 0, OLD + 600) for d in (1, 3, 4)])
+    assert m.take_ahead(NOW) == []
+    caught_up[0] = True
+    m.add([record(1, 1, OLD + 700, AGENTS[1])])
+    assert [(a.record.dimension, a.record.offset) for a in m.take_ahead(NOW)] == [(2, 0)]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_signals_taken_as_records_come_in_are_what_the_merge_releases_before_them(
+    seed: int,
+) -> None:
+    """Records come in batch after batch on topics not caught up until the last: whatever is
+    taken ahead meanwhile, blocked or not, is in the merge's own order, and every critical
+    signal is taken or released in its turn."""
+    rng = random.Random(seed)
+    records = random_queues(rng)
+    reference = merge()
+    reference.add(records)
+    released = reference.release(NOW)
+    position = {(r.dimension, r.offset): i for i, r in enumerate(released)}
+    caught_up = {"all": False}
+    m = SignalMerge(5, wait_ms=0, fetch_wait_ms=1_000, caught_up=lambda _d, _p: caught_up["all"])
+    pending = {d: [r for r in records if r.dimension == d] for d in range(5)}
+    taken: list[Ahead] = []
+    while any(pending.values()):
+        d = rng.choice([d for d, left in pending.items() if left])
+        count = rng.randrange(1, 6)
+        m.add(pending[d][:count])
+        del pending[d][:count]
+        taken.extend(m.take_ahead(NOW))
+    caught_up["all"] = True
+    m.add([])  # nothing new: what is blocked waits for its turn, as it may
+    taken.extend(m.take_ahead(NOW))
+    # Per agent: its valid records in merged order up to its last critical signal taken, no
+    # more and no fewer, each with the stream time it would see in its turn.
+    floor_of = {}
+    floor = -1
+    for r in released:
+        floor_of[r.dimension, r.offset] = floor
+        floor = max(floor, r.event_ms)
+    for agent in AGENTS:
+        mine = [a for a in taken if a.record.key == agent]
+        at = [position[a.record.dimension, a.record.offset] for a in mine]
+        assert at == sorted(at)
+        valid = [
+            i
+            for i, r in enumerate(released)
+            if r.key == agent and type(r.signal) is AcceptedSignal and bool(at) and i <= at[-1]
+        ]
+        assert at == valid
+        assert not mine or mine[-1].record.signal.value < 0.3  # type: ignore[union-attr]
+        for a in mine:
+            key = (a.record.dimension, a.record.offset)
+            assert stream_time_seen(a.stream_floor_ms, a.record.event_ms) == stream_time_seen(
+                floor_of[key], a.record.event_ms
+            )
+    after = m.release(NOW)
+    assert [(r.dimension, r.offset) for r in after] == [(r.dimension, r.offset) for r in released]
+    assert {(r.dimension, r.offset) for r in after if r.signal is APPLIED_AHEAD} == {
+        (a.record.dimension, a.record.offset) for a in taken
+    }
