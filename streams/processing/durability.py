@@ -7,16 +7,12 @@ Each step waits until Kafka has confirmed the one before:
    this replays the trigger, which finds the output recorded and re-publishes it byte for byte;
    a crash before it replays a trigger that has left no trace.
 2. **The outputs** (and dead letters), confirmed; retried in order until Kafka has them. A batch
-   of Faust's records ends only here, so Faust commits a tick's or command's offset only after
-   it. A signal batch's outputs are delivered after its turn, in the order the batches ran
-   (:meth:`Durability.deliver_in_order`): waiting for Kafka inside the turn held every later
-   signal, a critical one with them, for two round trips per revocation.
+   of records ends only here, so Faust commits a tick's or command's offset only after it.
 3. **Every other changed state** (:meth:`Durability.checkpoint`: every state flush interval,
    and before a partition is given up), confirmed.
 4. **Progress**: the signal positions and partition clocks, written after the states they cover
-   and the outputs of the batches before it, and confirmed. Only now has progress moved: a
-   restart, or the next owner of the partition, resumes from the last progress stored, and
-   everything after it is read again.
+   and confirmed. Only now has progress moved: a restart, or the next owner of the partition,
+   resumes from the last progress stored, and everything after it is read again.
 
 Underneath, the local database is written only with what the changelog confirmed
 (:mod:`streams.state.changelog`), so it never holds state or progress the changelog lacks.
@@ -31,7 +27,6 @@ from the last progress stored.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass, field
 
 from streams.errors import TrustServiceError
@@ -42,9 +37,6 @@ from streams.state.store import CLOCK_KEY, StateStore
 #: to encode and queue, so a slice holds the turn (and a critical signal) for a few ms, and its
 #: changelog request, which a revocation's state waits behind, stays small.
 CHECKPOINT_SLICE = 100
-#: Deliveries handed over and not done, beyond which signal batches wait for the oldest: a broker
-#: that stops answering stops the reading of signals, not only their outputs.
-MAX_PENDING_DELIVERIES = 64
 
 
 class PipelineFailed(TrustServiceError, RuntimeError):
@@ -68,8 +60,6 @@ class Durability:
         self._checkpointing = asyncio.Lock()  # one checkpoint at a time
         #: Set when a batch failed part-way; nothing is stored after it.
         self.failed: BaseException | None = None
-        #: Deliveries handed over by batches (deliver_in_order), oldest first, until done.
-        self._deliveries: deque[asyncio.Task[None]] = deque()
 
     def fail(self, exc: BaseException) -> None:
         """A batch failed part-way: forget every staged change and refuse every later step."""
@@ -80,10 +70,17 @@ class Durability:
         if self.failed is not None:
             raise PipelineFailed("a batch failed; refusing to persist") from self.failed
 
+    async def commit_outputs(self, outbox: Outbox) -> None:
+        """Steps 1 and 2 for one batch: the states its outputs record, then the outputs.
+
+        Only those states, so that a revocation does not wait for a second's worth of other
+        agents' states to be encoded."""
+        await self.send_states(outbox)
+        await self.deliver(outbox)
+
     async def send_states(self, outbox: Outbox) -> None:
         """Step 1 begun: the states ``outbox`` records, sent to the changelog (the part that
-        must see them as the batch left them: called holding the turn). Only those states, so
-        that a revocation does not wait for a second's worth of other agents' states."""
+        must see them as the batch left them: called holding the turn)."""
         if outbox.ordered:
             self.check()
             await self.store.persist_agents({(o.partition, o.key) for o in outbox.ordered if o.key})
@@ -95,47 +92,6 @@ class Durability:
             await self.store.confirm()
         if outbox.dead_letters or outbox.ordered:
             await self.delivery.send([*outbox.dead_letters, *outbox.ordered])
-
-    def deliver_in_order(self, outbox: Outbox) -> asyncio.Task[None] | None:
-        """Steps 1 confirmed and 2 for one batch, after the turn and after every delivery handed
-        over before (called holding the turn, once send_states has sent its states): outputs
-        reach their topics in the order the batches made them. None when it has nothing to
-        deliver. A failure latches (see fail); progress waits for these (see checkpoint)."""
-        if not (outbox.ordered or outbox.dead_letters):
-            return None
-        previous = self._deliveries[-1] if self._deliveries else None
-        task = asyncio.ensure_future(self._deliver_after(previous, outbox))
-        self._deliveries.append(task)
-        task.add_done_callback(self._forget_delivered)
-        return task
-
-    async def _deliver_after(self, previous: asyncio.Task[None] | None, outbox: Outbox) -> None:
-        try:
-            if previous is not None:
-                await previous  # failed: this one is not delivered either (order would break)
-            await self.deliver(outbox)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self.fail(exc)
-            raise
-
-    def _forget_delivered(self, _task: asyncio.Task[None]) -> None:
-        deliveries = self._deliveries
-        while deliveries and deliveries[0].done():
-            done = deliveries.popleft()
-            if not done.cancelled():
-                done.exception()  # latched by fail(): the next step reports it
-
-    async def delivery_room(self) -> None:
-        """Wait while too many deliveries are pending (see MAX_PENDING_DELIVERIES)."""
-        while len(self._deliveries) > MAX_PENDING_DELIVERIES:
-            await asyncio.wait({self._deliveries[0]})
-            self._forget_delivered(self._deliveries[0])
-
-    def deliveries_so_far(self) -> asyncio.Task[None] | None:
-        """The last delivery handed over and not done: awaited, every one before it is done."""
-        return self._deliveries[-1] if self._deliveries else None
 
     async def send_clocks(self) -> None:
         """Step 4 for ticks begun: the clocks they moved, sent (called holding the turn: they
@@ -153,9 +109,8 @@ class Durability:
         await self.store.confirm()
 
     async def checkpoint(self) -> None:
-        """Steps 3 and 4: every staged state, then, once the outputs of the batches before are
-        delivered, the positions and clocks that say "every state before me is stored", each
-        confirmed.
+        """Steps 3 and 4: every staged state, then the positions and clocks that say "every
+        state before me is stored", each confirmed.
 
         The states in slices of CHECKPOINT_SLICE agents, letting batches in between: written at
         once, an interval's worth of states holds the worker for a tenth of a second or more,
@@ -169,9 +124,6 @@ class Durability:
             async with self._turn:
                 self.check()
                 agents, last = self.store.begin_persist()
-                # The outputs of the batches these positions cover: delivered before the
-                # positions are stored (a replay from them would not make those outputs again).
-                outputs = self.deliveries_so_far()
             for partition, keys in agents:
                 for start in range(0, len(keys), CHECKPOINT_SLICE):
                     async with self._turn:
@@ -182,8 +134,6 @@ class Durability:
                     await asyncio.sleep(0)
                     await self.store.changelog_room()
             await self.store.confirm()
-            if outputs is not None:
-                await outputs
             async with self._turn:
                 self.check()
                 await self.store.write_entries(last)

@@ -187,15 +187,12 @@ class ScoringPipeline:
             owned = [r for r in records if r.partition in self.restored]
             tick_partitions = {r.partition for r in owned if r.topic == self.names.ticks}
             last_ticks = {p: self.handlers.clock_for(p).last_tick_offset for p in tick_partitions}
-            delivering = await self._process_records(owned)
+            await self._process_records(owned)
             # Stream time that ticks moved is stored with the positions, as the signals' is.
             self._stage_progress(tick_partitions)
             await self.durability.send_clocks()
             if holes:
                 await self.offsets.rewind_holes(holes)
-        # Faust commits these records once this returns: what they led to is stored by then.
-        if delivering is not None:
-            await delivering
         await self.durability.confirm_clocks()
         # Partitions a tick of this batch was applied to: closes are recorded as that tick's,
         # and re-published if it is delivered again, so only they close now (a tick committed
@@ -210,13 +207,9 @@ class ScoringPipeline:
         """Process signal records read by a plain aiokafka consumer (offsets are contiguous
         there, and a gap is a real one, a transaction marker, so no guard is needed): each is
         read and merged, and what the merge releases is applied, in event-time order. Called
-        with no records too, to release those held for a time. Returns once the batch's
-        outputs are handed over (their states sent): they are delivered after the turn, in
-        order, and the positions they lead to are stored only after them."""
+        with no records too, to release those held for a time."""
         await self._wait_for_config()
-        await self.durability.delivery_room()
         async with self._turn:
-            self.durability.check()  # a delivery of an earlier batch failed: stop here
             started = time.perf_counter()
             now_ms = self.now_ms()
             if records:
@@ -225,7 +218,7 @@ class ScoringPipeline:
                         records, self.handlers.intake, self.windows, self.dimension_of_topic, now_ms
                     )
                 )
-            # Critical signals first, alone: their revocations go out before the batch's.
+            # Critical signals first, alone: their revocations are sent before the batch.
             ahead = self.merge.take_ahead(now_ms)
             if ahead:
                 await self._committing(self._apply_ahead, ahead)
@@ -268,8 +261,8 @@ class ScoringPipeline:
             # Never score with stale weights: wait until the config topic has been read.
             await self.config_ready.wait()
 
-    async def _process_records(self, records: Sequence[Any]) -> asyncio.Task[None] | None:
-        return await self._committing(self._apply_records, records)
+    async def _process_records(self, records: Sequence[Any]) -> None:
+        await self._committing(self._apply_records, records)
 
     def _apply_records(self, records: Sequence[Any], outbox: Outbox) -> None:
         for partition, partition_records in by_partition(records).items():
@@ -281,17 +274,15 @@ class ScoringPipeline:
 
     async def _committing(
         self, apply: Callable[[Sequence[Any], Outbox], None], items: Sequence[Any]
-    ) -> asyncio.Task[None] | None:
-        """``apply`` the items and send the states behind their outputs (in the turn, as the
-        items left them); the outputs' delivery, handed over to go after the turn, in order
-        (None: nothing to deliver). See :class:`Durability`."""
+    ) -> None:
+        """``apply`` the items, then store and send what they led to (the states behind
+        outputs, then the outputs)."""
         try:
             outbox = Outbox()
             apply(items, outbox)
-            await self.durability.send_states(outbox)
+            await self.durability.commit_outputs(outbox)
         except BaseException as exc:
             # Cached and staged states may hold half-applied changes: forget them all, and
             # refuse every later persist, so no position past them is ever stored.
             self.durability.fail(exc)
             raise
-        return self.durability.deliver_in_order(outbox)

@@ -18,9 +18,8 @@ from aiokafka.errors import KafkaTimeoutError
 from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
 from streams.kafka.topics import TopicNames
 from streams.processing.closing import encode_tick
-from streams.processing.durability import Durability, Outbox
 from streams.processing.intake import SignalIntake
-from streams.processing.pipeline import PipelineFailed, ScoringPipeline
+from streams.processing.pipeline import ScoringPipeline
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 from streams.scoring.windows import WindowPolicy
 from streams.state.store import CLOCK_KEY, SIGNAL_POSITIONS_KEY, StateStore
@@ -292,78 +291,3 @@ async def test_a_tick_waits_for_its_clock_without_holding_the_turn_signals_take(
     await asyncio.wait_for(ticking, 5)
     assert pipeline.store.db(0).get(CLOCK_KEY) is not None
     _abandon(pipeline)
-
-
-async def test_a_revocation_waits_for_kafka_after_its_turn_and_positions_wait_for_it(
-    tmp_path: Path,
-) -> None:
-    """The state behind a revocation, then the revocation, each confirmed before the next: the
-    waiting is Kafka's, so the next signal batches take their turns meanwhile; but no position
-    past the revocation's signal is stored before the revocation is."""
-    producer = Acks(budget=0)  # nothing is acknowledged until the test says so
-    pipeline = _pipeline(tmp_path, producer)
-    await asyncio.wait_for(pipeline.process_records(_signals()), 1)
-    assert producer.held, "the state behind the revocation was never sent"
-    await asyncio.sleep(0.1)
-    assert producer.on(NAMES.revocations) == []  # not before its state is confirmed
-
-    body = {"agent_did": "did:x:other", "value": 0.9, "source": "s"}
-    later = FakeMessage(NAMES.signals[0], 0, 6, b"did:x:other", orjson.dumps(body), NOW_MS)
-    await asyncio.wait_for(pipeline.process_records([later]), 1)
-    assert sum(pipeline.counters.signals_applied) == len(_signals()) + 1
-
-    durable = asyncio.ensure_future(pipeline.make_durable())
-    await asyncio.sleep(0.2)
-    assert not durable.done()
-    assert pipeline.store.db(0).get(SIGNAL_POSITIONS_KEY) is None
-
-    producer.budget = None
-    while producer.held:
-        producer.held.pop(0).set_result(Metadata(0))
-        await asyncio.sleep(0.01)
-    await asyncio.wait_for(durable, 5)
-    assert [k for k, _, _ in producer.on(NAMES.revocations)] == [b"did:x:falling"]
-    assert orjson.loads(pipeline.store.db(0)[SIGNAL_POSITIONS_KEY])[:5] == [7, 6, 6, 6, 6]
-    _abandon(pipeline)
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.forgotten = False
-
-    async def confirm(self) -> None:
-        return None
-
-    def forget(self) -> None:
-        self.forgotten = True
-
-
-class _Delivery:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.gate: asyncio.Event = asyncio.Event()
-
-    async def send(self, outputs: list[Any]) -> None:
-        await self.gate.wait()
-        if outputs[0] == "poison":
-            raise RuntimeError("cannot deliver")
-        self.sent.extend(outputs)
-
-
-async def test_outputs_handed_over_go_out_in_order_and_one_that_fails_stops_the_rest() -> None:
-    store, delivery = _Store(), _Delivery()
-    durability = Durability(store, delivery, asyncio.Lock())  # type: ignore[arg-type]
-    assert durability.deliver_in_order(Outbox()) is None  # nothing to deliver
-    first = durability.deliver_in_order(Outbox(ordered=["a"]))  # type: ignore[list-item]
-    second = durability.deliver_in_order(Outbox(ordered=["b"]))  # type: ignore[list-item]
-    poison = durability.deliver_in_order(Outbox(ordered=["poison"]))  # type: ignore[list-item]
-    after = durability.deliver_in_order(Outbox(ordered=["c"]))  # type: ignore[list-item]
-    assert durability.deliveries_so_far() is after
-    delivery.gate.set()
-    await asyncio.gather(first, second, poison, after, return_exceptions=True)
-    assert delivery.sent == ["a", "b"]  # in order; none after the one that failed
-    assert isinstance(poison.exception(), RuntimeError) and after.exception() is not None
-    assert store.forgotten  # latched: staged states forgotten, every later step refused
-    with pytest.raises(PipelineFailed):
-        durability.check()
-    assert durability.deliveries_so_far() is None
