@@ -280,3 +280,83 @@ def test_signals_taken_as_records_come_in_are_what_the_merge_releases_before_the
     assert {(r.dimension, r.offset) for r in after if r.signal is APPLIED_AHEAD} == {
         (a.record.dimension, a.record.offset) for a in taken
     }
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_signals_taken_between_releases_are_what_the_merge_releases_before_them(
+    seed: int,
+) -> None:
+    """Records come in and part of them go, over and over, out of time order now and then:
+    a record's rank is then the latest time among its queue's records still there, and may be
+    lower than that of one already gone. What is taken ahead meanwhile still follows the
+    merge's own order, which taking changes in nothing."""
+    rng = random.Random(seed)
+    records = random_queues(rng)
+    caught_up = {"all": False}
+    m = SignalMerge(5, wait_ms=0, fetch_wait_ms=1_000, caught_up=lambda _d, _p: caught_up["all"])
+    reference = SignalMerge(
+        5, wait_ms=0, fetch_wait_ms=1_000, caught_up=lambda _d, _p: caught_up["all"]
+    )
+    pending = {d: [r for r in records if r.dimension == d] for d in range(5)}
+    released: list[Arrived] = []
+    expected: list[Arrived] = []
+    #: (dimension, offset) -> the step it was applied at: taken ahead, or released in its turn.
+    applied_at: dict[tuple[int, int], int] = {}
+    taken: list[Ahead] = []
+    #: Stream time when each was taken: the handlers apply it with the later of that and its floor.
+    stream_then: list[int] = []
+    stream = [-1]
+
+    # The clock moves on: a topic-partition that gives nothing for the fetch wait is gone
+    # ahead of, and its records may then come in stamped earlier than one already released.
+    now = NOW
+
+    def release(step: int, limit: int | None) -> None:
+        out = m.release(now, limit)
+        stream[0] = max([stream[0], *(r.event_ms for r in out)])
+        for r in out:
+            if r.signal is not APPLIED_AHEAD:
+                applied_at[r.dimension, r.offset] = step
+        released.extend(out)
+        expected.extend(reference.release(now, limit))
+
+    step = 0
+    while any(pending.values()):
+        step += 1
+        now += rng.randrange(0, 400)
+        d = rng.choice([d for d, left in pending.items() if left])
+        count = rng.randrange(1, 6)
+        m.add(pending[d][:count])
+        reference.add(pending[d][:count])
+        del pending[d][:count]
+        if rng.random() < 0.4:
+            release(step, rng.randrange(1, 8))
+        for a in m.take_ahead(now):
+            applied_at[a.record.dimension, a.record.offset] = step
+            taken.append(a)
+            stream_then.append(stream[0])
+    caught_up["all"] = True
+    release(step + 1, None)
+    as_keys = [(r.dimension, r.offset) for r in released]
+    assert as_keys == [(r.dimension, r.offset) for r in expected]
+    assert {k for k, r in zip(as_keys, released, strict=True) if r.signal is APPLIED_AHEAD} == {
+        (a.record.dimension, a.record.offset) for a in taken
+    }
+    floor_of = {}
+    floor = -1
+    for r in released:
+        floor_of[r.dimension, r.offset] = floor
+        floor = max(floor, r.event_ms)
+    # Each agent's valid records are applied in merged order, taken ahead or in their turn.
+    for agent in AGENTS:
+        steps = [
+            applied_at[r.dimension, r.offset]
+            for r in expected
+            if r.key == agent and type(r.signal) is AcceptedSignal
+        ]
+        assert steps == sorted(steps)
+    for a, then in zip(taken, stream_then, strict=True):
+        seen = stream_time_seen(max(a.stream_floor_ms, then), a.record.event_ms)
+        assert seen == stream_time_seen(
+            floor_of[a.record.dimension, a.record.offset], a.record.event_ms
+        )
