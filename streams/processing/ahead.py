@@ -64,7 +64,7 @@ class Blocked(NamedTuple):
     Why it is kept: working a turn out looks at every queued record of the partition, and in a
     backlog a critical signal stays blocked while thousands of records come in. Looking again at
     each batch made every batch cost as much as the backlog, which then drained slower still.
-    :func:`still_blocked` tells from the records come in since, and costs as many steps."""
+    :func:`still_blocked` tells from the records come in since, looking at those alone."""
 
     dimension: int
     #: The critical signal's rank (see take_before) when it was looked at.
