@@ -88,6 +88,16 @@ def as_tuples(ahead: list[Ahead]) -> list[tuple[int, int, int]]:
     return [(a.record.dimension, a.record.offset, a.stream_floor_ms) for a in ahead]
 
 
+def floors(released: list[Arrived]) -> dict[tuple[int, int], int]:
+    """The latest time released before each record, by (dimension, offset)."""
+    floor_of = {}
+    floor = -1
+    for r in released:
+        floor_of[r.dimension, r.offset] = floor
+        floor = max(floor, r.event_ms)
+    return floor_of
+
+
 def stream_time_seen(floor_ms: int, event_ms: int) -> int | None:
     """What apply_signal can tell of the stream time before a signal: only a time later than
     the signal's own (up to it, every value gives the same result)."""
@@ -254,11 +264,7 @@ def test_signals_taken_as_records_come_in_are_what_the_merge_releases_before_the
     taken.extend(m.take_ahead(NOW))
     # Per agent: its valid records in merged order up to its last critical signal taken, no
     # more and no fewer, each with the stream time it would see in its turn.
-    floor_of = {}
-    floor = -1
-    for r in released:
-        floor_of[r.dimension, r.offset] = floor
-        floor = max(floor, r.event_ms)
+    floor_of = floors(released)
     for agent in AGENTS:
         mine = [a for a in taken if a.record.key == agent]
         at = [position[a.record.dimension, a.record.offset] for a in mine]
@@ -342,11 +348,7 @@ def test_signals_taken_between_releases_are_what_the_merge_releases_before_them(
     assert {k for k, r in zip(as_keys, released, strict=True) if r.signal is APPLIED_AHEAD} == {
         (a.record.dimension, a.record.offset) for a in taken
     }
-    floor_of = {}
-    floor = -1
-    for r in released:
-        floor_of[r.dimension, r.offset] = floor
-        floor = max(floor, r.event_ms)
+    floor_of = floors(released)
     # Each agent's valid records are applied in merged order, taken ahead or in their turn.
     for agent in AGENTS:
         steps = [
