@@ -255,7 +255,11 @@ def still_blocked(
 
     It may say so though a record before the critical signal was released meanwhile and its turn
     could now be known: the signal then waits until more records come in, or for its turn, which
-    changes only when, never what, it is applied."""
+    changes only when, never what, it is applied. Not once it was released in its turn (then
+    take_before finds it gone)."""
+    own = queues[critical.dimension]
+    if not own or own[0].offset > critical.offset:
+        return False
     d = blocked.dimension
     if caught_up(d) and (not blocked.caught_up or now_ms >= blocked.held_until_ms):
         return False

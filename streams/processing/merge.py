@@ -194,9 +194,6 @@ class SignalMerge:
 
             waiting: list[tuple[Arrived, Blocked | None]] = []
             for critical, blocked in criticals:
-                own = queues[critical.dimension]
-                if not own or own[0].offset > critical.offset:
-                    continue  # released in its turn meanwhile
                 if blocked is not None and still_blocked(
                     blocked, queues, critical, now_ms, caught_up
                 ):

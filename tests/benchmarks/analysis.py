@@ -63,7 +63,7 @@ EXPLANATIONS: dict[str, str] = {
         "about a second of work whose backlog drains slowly at this load (this run's slowest "
         "took {revocation_max_ms_50pct}). When such a backlog grew deep, working out each "
         "probe's turn once cost a pass over every queued record, and a blocked one was worked "
-        "out again at every batch: 15-20% of the worker in runs that fell seconds behind. Now a "
+        "out again at every batch: 14-16% of the worker in runs that fell seconds behind. Now a "
         "blocked signal is looked at again only for records that may unblock it, and ranks come "
         "from where times rise along each queue (1.3 ms instead of 10.8 ms a probe behind "
         "40,000 records). Two changes were measured and made it worse, in alternated runs: "

@@ -362,3 +362,16 @@ def test_signals_taken_between_releases_are_what_the_merge_releases_before_them(
         assert seen == stream_time_seen(
             floor_of[a.record.dimension, a.record.offset], a.record.event_ms
         )
+
+
+def test_a_blocked_signal_released_in_its_turn_is_no_longer_kept() -> None:
+    m = merge(caught_up=False)
+    m.add([record(2, 0, OLD + 500, value=0.0)] + [record(d, 0, OLD + 600) for d in (1, 3, 4)])
+    m.add([record(0, 0, OLD, AGENTS[1])])
+    assert m.take_ahead(NOW) == []  # blocked: topic 0 may hold earlier records
+    assert [(r.dimension, r.offset) for r in m.release(NOW)] == [(0, 0)]
+    # Topic 0 gives nothing for the fetch wait: the signal goes in its turn, still blocked.
+    assert (2, 0) in [(r.dimension, r.offset) for r in m.release(NOW + 2_000)]
+    m.add([record(1, 1, OLD + 900, AGENTS[1])])
+    assert m.take_ahead(NOW + 2_000) == []
+    assert not m._critical  # nothing left waiting for a signal already applied
