@@ -11,8 +11,9 @@ restart or a rebalance the schedule below is rebuilt from the agents' stored sta
 
 Exactly one update per (agent, window): a window is removed from the agent's state in the same
 write that records the update. A tick redelivered after a crash is recognised by its offset (the
-partition clock remembers the last tick applied) and re-publishes, byte for byte, the updates its
-first processing recorded.
+partition clock remembers the last tick applied) and ignored; the updates the last tick applied
+recorded are re-published, byte for byte, when the partition is taken over, before anything else
+of it is applied (see ControlRecords.republish_owed).
 """
 
 from __future__ import annotations

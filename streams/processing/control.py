@@ -43,6 +43,9 @@ class ControlRecords:
         self.dead_letter = handlers.dead_letter
         self._handlers = handlers
         self._last_refusal_logged: dict[tuple[str, str], float] = {}
+        #: Partitions taken over (their clocks read from the store) whose last tick's closes
+        #: are still to be re-published: before any record of theirs is applied.
+        self.owed: set[int] = set()
 
     def on_tick(
         self,
@@ -55,9 +58,8 @@ class ControlRecords:
         offset = message.offset
         partition = message.partition
         if offset <= clock.last_tick_offset:
-            # Applied before, and redelivered after a crash: re-publish what it closed, whatever
-            # its time (those outputs may never have reached Kafka).
-            self._republish_closes(offset, partition, states, schedule, outbox)
+            # Applied before, and redelivered after a crash: what it closed was re-published
+            # when the partition was taken over (republish_owed).
             return False
         tick_ms = decode_tick(message.value)
         now_ms = self.now_ms()
@@ -121,7 +123,7 @@ class ControlRecords:
             reinstatement.requested_by,
             reinstatement.reason,
         )
-        outbox.ordered.append(
+        outbox.add(
             Outgoing(
                 self.names.revocations,
                 key,
@@ -130,7 +132,24 @@ class ControlRecords:
             )
         )
 
-    def _republish_closes(
+    def republish_owed(
+        self,
+        partition: int,
+        states: PartitionStates,
+        schedule: PartitionSchedule,
+        clock: PartitionClock,
+        outbox: Outbox,
+    ) -> None:
+        """A partition taken over: re-publish the closes of the last tick applied, which may not
+        all have reached Kafka, before anything else of the partition (a close of the same agent
+        first, a critical signal's before that tick is read again, would leave no state naming
+        them). The closes of earlier ticks were confirmed before the next tick was applied."""
+        if partition in self.owed:
+            self.owed.discard(partition)
+            if clock.last_tick_offset >= 0:
+                self.republish_closes(clock.last_tick_offset, partition, states, schedule, outbox)
+
+    def republish_closes(
         self,
         tick_offset: int,
         partition: int,
@@ -146,14 +165,14 @@ class ControlRecords:
             states.mark_dirty(key)
             for update in state.last_updates:
                 self.counters.updates_republished += 1
-                outbox.ordered.append(
+                outbox.add(
                     Outgoing(
                         self.names.scores, key, score_update_message(agent_did, update), partition
                     )
                 )
             revocation = revoked_by_close(state)
             if revocation is not None:
-                outbox.ordered.append(
+                outbox.add(
                     Outgoing(
                         self.names.revocations,
                         key,

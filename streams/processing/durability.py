@@ -4,8 +4,9 @@ Each step waits until Kafka has confirmed the one before:
 
 1. **The states behind outputs.** Before a score update, revocation or reinstatement record is
    sent, the agent state that records it goes to the changelog and is confirmed. A crash after
-   this replays the trigger, which finds the output recorded and re-publishes it byte for byte;
-   a crash before it replays a trigger that has left no trace.
+   this re-publishes the output byte for byte from that record: the signal that caused it when
+   it is read again; a tick's closes when the partition is taken over. A crash before it replays
+   a trigger that has left no trace.
 2. **The outputs** (and dead letters), confirmed; retried in order until Kafka has them. A batch
    of records ends only here, so Faust commits a tick's or command's offset only after it.
 3. **Every other changed state** (:meth:`Durability.checkpoint`: every state flush interval,
@@ -13,6 +14,13 @@ Each step waits until Kafka has confirmed the one before:
 4. **Progress**: the signal positions and partition clocks, written after the states they cover
    and confirmed. Only now has progress moved: a restart, or the next owner of the partition,
    resumes from the last progress stored, and everything after it is read again.
+
+One agent's outputs go out in the order its states record them: a state that records an output
+reaches the changelog only once every earlier output of that agent is confirmed. Why: a replayed
+trigger re-publishes what the agent's state says its *last* close (or revocation) published, so a
+later close stored while an earlier one's outputs were still on their way would, after a crash,
+leave nothing that names the earlier ones (window closes are confirmed outside the turn, while
+signal batches, a critical signal closing that agent's next window among them, go on).
 
 Underneath, the local database is written only with what the changelog confirmed
 (:mod:`streams.state.changelog`), so it never holds state or progress the changelog lacks.
@@ -43,12 +51,27 @@ class PipelineFailed(TrustServiceError, RuntimeError):
     """A batch failed part-way: the worker must stop and replay from its last progress."""
 
 
+#: An agent, as the changelog keys it: (partition, key).
+AgentKey = tuple[int, bytes]
+
+
 @dataclass(slots=True)
 class Outbox:
     """Messages produced by one batch: dead letters, then outputs that record agent states."""
 
     dead_letters: list[Outgoing] = field(default_factory=list)
     ordered: list[Outgoing] = field(default_factory=list)
+    #: Keys of the agents with outputs in ``ordered``.
+    agents: set[bytes] = field(default_factory=set)
+    #: Set when the states behind ``ordered`` are sent; done once the outputs are confirmed, or
+    #: will never be (the worker has failed).
+    published: asyncio.Future[None] | None = None
+
+    def add(self, output: Outgoing) -> None:
+        """An output that records the state of its agent (``output.key``)."""
+        self.ordered.append(output)
+        if output.key is not None:
+            self.agents.add(output.key)
 
 
 class Durability:
@@ -60,11 +83,20 @@ class Durability:
         self._checkpointing = asyncio.Lock()  # one checkpoint at a time
         #: Set when a batch failed part-way; nothing is stored after it.
         self.failed: BaseException | None = None
+        #: Agents with a state in the changelog recording outputs not confirmed yet, each with
+        #: its outbox's ``published``: no later state of theirs is sent until it is done.
+        self._unpublished: dict[AgentKey, asyncio.Future[None]] = {}
 
     def fail(self, exc: BaseException) -> None:
         """A batch failed part-way: forget every staged change and refuse every later step."""
-        self.failed = exc
+        if self.failed is None:
+            self.failed = exc
         self.store.forget()
+        # Whoever waits for outputs that will now never be confirmed finds the failure instead.
+        for published in self._unpublished.values():
+            if not published.done():
+                published.set_result(None)
+        self._unpublished.clear()
 
     def check(self) -> None:
         if self.failed is not None:
@@ -80,18 +112,62 @@ class Durability:
 
     async def send_states(self, outbox: Outbox) -> None:
         """Step 1 begun: the states ``outbox`` records, sent to the changelog (the part that
-        must see them as the batch left them: called holding the turn)."""
-        if outbox.ordered:
+        must see them as the batch left them: called holding the turn), each once its agent's
+        earlier outputs are confirmed (see the module's docstring). Every outbox whose states
+        are sent must then be delivered (:meth:`deliver`) or abandoned (:meth:`abandon`)."""
+        if not outbox.ordered:
+            return
+        self.check()
+        agents = {(o.partition, o.key) for o in outbox.ordered if o.key}
+        if self._unpublished:
+            await self._after_earlier_outputs(agents)
+        await self.store.persist_agents(agents)
+        published = outbox.published = asyncio.get_running_loop().create_future()
+        for agent in agents:
+            self._unpublished[agent] = published
+
+    async def _after_earlier_outputs(self, agents: set[AgentKey]) -> None:
+        """Return once no agent of ``agents`` has outputs sent and not confirmed. Rare: an
+        agent closed again within a delivery's round trip (held meanwhile: the turn, and the
+        signals waiting for it, measured in milliseconds)."""
+        while True:
+            unpublished = self._unpublished
+            earlier = {unpublished[a] for a in agents if a in unpublished}
+            if not earlier:
+                return
+            await asyncio.wait(earlier)
             self.check()
-            await self.store.persist_agents({(o.partition, o.key) for o in outbox.ordered if o.key})
 
     async def deliver(self, outbox: Outbox) -> None:
         """Step 1 confirmed, then step 2. Needs no turn: what it waits for is sent already, and
         a later batch's outputs wait for their own states the same way."""
-        if outbox.ordered:
-            await self.store.confirm()
-        if outbox.dead_letters or outbox.ordered:
-            await self.delivery.send([*outbox.dead_letters, *outbox.ordered])
+        try:
+            if outbox.ordered:
+                await self.store.confirm()
+            if outbox.dead_letters or outbox.ordered:
+                await self.delivery.send([*outbox.dead_letters, *outbox.ordered])
+        except BaseException as exc:
+            self.fail(exc)  # cancelled too: its states say outputs went out that did not
+            raise
+        self._published(outbox)
+
+    def abandon(self, outbox: Outbox, exc: BaseException) -> None:
+        """``outbox``'s states were sent and its outputs never will be: the worker has failed
+        (nothing more may be stored that could hide them; a replay publishes them)."""
+        self.fail(exc)
+        self._published(outbox)
+
+    def _published(self, outbox: Outbox) -> None:
+        published = outbox.published
+        if published is None:
+            return
+        if not published.done():
+            published.set_result(None)
+        unpublished = self._unpublished
+        for o in outbox.ordered:
+            agent = (o.partition, o.key)
+            if unpublished.get(agent) is published:  # type: ignore[arg-type]
+                del unpublished[agent]  # type: ignore[arg-type]
 
     async def send_clocks(self) -> None:
         """Step 4 for ticks begun: the clocks they moved, sent (called holding the turn: they

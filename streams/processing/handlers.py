@@ -135,6 +135,7 @@ class RecordHandlers:
                 self.stored_stream_time(partition),
                 self.now_ms() + self.tick_tolerance_ms,
             )
+            self.control.owed.add(partition)  # taken over: see ControlRecords.republish_owed
         return clock
 
     def process_partition(self, partition: int, records: list[Any], outbox: Outbox) -> None:
@@ -142,6 +143,7 @@ class RecordHandlers:
         schedule = self.schedule_for(partition)
         clock = self.clock_for(partition)
         states = PartitionStates(self.store, partition)
+        self.control.republish_owed(partition, states, schedule, clock, outbox)
         ticks_topic = self.names.ticks
         ticked = False
         stream_time_before = clock.time_ms
@@ -175,6 +177,7 @@ class RecordHandlers:
         schedule = self.schedule_for(partition)
         clock = self.clock_for(partition)
         states = PartitionStates(self.store, partition)
+        self.control.republish_owed(partition, states, schedule, clock, outbox)
         now_ms = self.now_ms()
         config = self.config()
         self.counters.applied_ahead += len(ahead)
@@ -221,6 +224,8 @@ class RecordHandlers:
         dimension: int = message.dimension
         key: bytes = message.key
         state = states.get_or_new(key)
+        # Outputs of this agent in this batch already: see below.
+        earlier = state.last_updates if key in outbox.agents else None
         outcome = apply_signal(
             signal.agent_did,
             state,
@@ -237,6 +242,12 @@ class RecordHandlers:
         if outcome.closed is not None:
             if outcome.applied:
                 self.counters.windows_closed += len(outcome.closed.updates)
+                if earlier:
+                    # The state stored with this batch's outputs names only its last close, the
+                    # one a replay of this signal re-publishes: it must name the updates this
+                    # batch published before it too (their own trigger finds another close
+                    # recorded). A few updates more, only in such a batch.
+                    state.last_updates = earlier + state.last_updates
             else:
                 self.counters.updates_republished += len(outcome.closed.updates)
             self.publish.closes(signal.agent_did, key, outcome.closed, message.partition, outbox)

@@ -74,7 +74,7 @@ class Publications:
         self, agent_did: str, key: bytes, closed: CloseOutcome, partition: int, outbox: Outbox
     ) -> None:
         for update in closed.updates:
-            outbox.ordered.append(
+            outbox.add(
                 Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
             )
         if closed.revocation is not None:
@@ -85,7 +85,7 @@ class Publications:
     ) -> None:
         self.counters.revocations += 1
         log.info("Revoking %s: %s", agent_did, revocation.reason)
-        outbox.ordered.append(
+        outbox.add(
             Outgoing(
                 self.names.revocations,
                 key,

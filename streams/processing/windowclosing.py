@@ -72,21 +72,30 @@ class WindowClosing:
         schedules = self.handlers.schedules
         deadline = time.perf_counter() + CLOSE_BUDGET_SECONDS
         delivering: asyncio.Task[None] | None = None
+        #: Outboxes whose states are sent and whose delivery has not ended.
+        unsent: list[Outbox] = []
         try:
             while time.perf_counter() < deadline and any(
                 schedules[p].pending for p in partitions if p in schedules
             ):
                 async with self._turn:
                     outbox = await self._close_turn(partitions)
+                unsent.append(outbox)
                 if delivering is not None:
                     await delivering
+                    del unsent[0]
                 delivering = asyncio.ensure_future(self._deliver(outbox))
                 await asyncio.sleep(0)
             if delivering is not None:
                 await delivering
+                unsent.clear()
         finally:
             if delivering is not None and not delivering.done():
                 delivering.cancel()
+            # Stopped (cancelled) with states stored that name outputs never confirmed: the
+            # worker fails rather than store anything that could hide them.
+            for outbox in unsent:
+                self.durability.abandon(outbox, asyncio.CancelledError("window closing stopped"))
 
     async def _deliver(self, outbox: Outbox) -> None:
         try:

@@ -1,0 +1,190 @@
+"""An agent closed again while the outputs of its previous close are still on their way.
+
+A window closed by a tick is published after its closing turn, outside the turn, while signal
+batches go on. The agent's stored state says what its last close published, and only that is
+published again when its trigger is redelivered after a crash. So a later close of the same agent
+(a critical signal closing its next window, here) must not reach the changelog before the first
+close's outputs are confirmed: had it, a crash in between would leave a state that no longer
+names the first window, and its update would never be published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
+from streams.kafka.topics import TopicNames
+from streams.messages import iso_utc
+from streams.processing.closing import encode_tick
+from streams.processing.intake import SignalIntake
+from streams.processing.pipeline import ScoringPipeline
+from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
+from streams.scoring.windows import WindowPolicy
+from streams.state.store import StateStore
+from tests.support.fake_kafka import FakeEvent, FakeMessage, FakeProducer
+
+NAMES = TopicNames("inflight.")
+WINDOW_MS, GRACE_MS = 30_000, 5_000
+NOW_MS = 1_795_000_020_000
+#: A window start ten minutes before now: every signal below is long past, so none is held.
+T0 = (NOW_MS - 600_000) // WINDOW_MS * WINDOW_MS
+CONFIG = ScoringConfig.validated(DEFAULT_WEIGHTS, 450, 600)
+AGENT = b"did:x:twice"
+
+
+class Holding(FakeProducer):
+    """Acknowledges every send except those to the ``held`` topics, left unanswered."""
+
+    def __init__(self, held: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        super().__init__()
+        self.held_topics = held
+        self.held: list[asyncio.Future[Any]] = []
+
+    def _future(
+        self, topic: str, partition: int, rows: list[tuple[Any, Any]]
+    ) -> asyncio.Future[Any]:
+        if topic in self.held_topics:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.held.append(future)
+            return future
+        return super()._future(topic, partition, rows)
+
+
+def _pipeline(directory: Path, producer: FakeProducer) -> ScoringPipeline:
+    retrying = Retrying(DeliveryHealth(), retry_initial=0.01)
+    store = StateStore(
+        state_dir=directory,
+        changelog_topic=NAMES.agent_state,
+        producer=lambda: producer,
+        delivery=retrying,
+    )
+    pipeline = ScoringPipeline(
+        app=None,
+        store=store,
+        names=NAMES,
+        windows=WindowPolicy(size_ms=WINDOW_MS, grace_ms=GRACE_MS),
+        config=lambda: CONFIG,
+        intake=SignalIntake(max_bytes=65_536, partitions=1, future_tolerance_ms=5000),
+        delivery=Delivery(lambda: producer, retrying),
+        rewind=_no_rewind,
+        now_ms=lambda: NOW_MS,
+        # The feed has not caught up with one topic: the partition is not idle, so the tick
+        # leaves stream time where the signals took it (and the merge does not wait for that
+        # topic's records).
+        merge_fetch_wait_ms=0,
+    )
+    pipeline.merge.caught_up = lambda dimension, _partition: dimension != 4
+    pipeline.mark_restored({0})
+    return pipeline
+
+
+async def _no_rewind(topic: str, partition: int, offset: int) -> None:
+    raise AssertionError("signal offsets are contiguous")
+
+
+def _signal(dimension: int, offset: int, did: bytes, value: float, at_ms: int) -> FakeMessage:
+    body = {"agent_did": did.decode(), "value": value, "source": "s"}
+    return FakeMessage(NAMES.signals[dimension], 0, offset, did, orjson.dumps(body), at_ms)
+
+
+#: The agent's signals in its first two windows; another agent's takes stream time past the
+#: first window's end plus grace, so that window is due at the next tick.
+BEFORE_TICK = [
+    _signal(0, 0, AGENT, 0.9, T0 + 1_000),
+    _signal(0, 1, AGENT, 0.9, T0 + WINDOW_MS + 1_000),
+    _signal(0, 2, b"did:x:other", 0.9, T0 + WINDOW_MS + GRACE_MS + 1_000),
+]
+#: A critical signal of the agent stamped past its second window's end plus grace: it closes
+#: that window before it is judged.
+CRITICAL = _signal(1, 0, AGENT, 0.0, T0 + 2 * WINDOW_MS + GRACE_MS + 1_000)
+TICK = FakeEvent(FakeMessage(NAMES.ticks, 0, 0, None, encode_tick(NOW_MS), NOW_MS / 1000))
+
+
+def _windows_published(*producers: FakeProducer) -> set[int]:
+    starts = set()
+    for producer in producers:
+        for key, value, _ in producer.on(NAMES.scores):
+            if key == AGENT:
+                assert value is not None
+                starts.add(orjson.loads(value)["window_start"])
+    return starts
+
+
+async def _until(condition: Any, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_close_while_the_previous_closes_outputs_are_unconfirmed_loses_no_update(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "worker"
+    dying = Holding(held={NAMES.scores})
+    first = _pipeline(directory, dying)
+    await first.process_records(BEFORE_TICK)
+    ticking = asyncio.ensure_future(first.process_batch([TICK]))
+    # The tick closed the agent's first window; that update is sent and not confirmed.
+    await _until(lambda: dying.held, "the first window's update sent")
+    critical = asyncio.ensure_future(first.process_records([CRITICAL]))
+    # Whatever the critical signal's batch does meanwhile, the worker dies now.
+    for _ in range(50):
+        await asyncio.sleep(0.002)
+    for task in (ticking, critical):
+        task.cancel()
+    await asyncio.gather(ticking, critical, return_exceptions=True)
+    published_before = _windows_published(dying)
+    first.store.databases.close()
+
+    # A replacement replays from the positions stored (none: no checkpoint ran), the tick too.
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    await second.process_records([*BEFORE_TICK, CRITICAL])
+    await second.process_batch([TICK])
+    await second.make_durable()
+    published = _windows_published(dying, survivor)
+    second.store.databases.close()
+
+    assert len(published) == 2, (
+        f"published {sorted(published)} (before the death: {sorted(published_before)})"
+    )
+
+
+async def test_an_agent_closed_twice_in_one_batch_has_both_closes_published_after_a_death(
+    tmp_path: Path,
+) -> None:
+    """Two critical signals of one agent in one batch, each closing a window: the state stored
+    with the batch must name both updates, since only the later signal's replay finds its close
+    recorded."""
+    opening = [
+        _signal(0, 0, AGENT, 0.9, T0 + 1_000),
+        _signal(0, 1, AGENT, 0.9, T0 + WINDOW_MS + 1_000),
+    ]
+    criticals = [
+        _signal(1, 0, AGENT, 0.0, T0 + WINDOW_MS + GRACE_MS + 1_000),
+        _signal(1, 1, AGENT, 0.0, T0 + 2 * WINDOW_MS + GRACE_MS + 1_000),
+    ]
+    directory = tmp_path / "worker"
+    dying = Holding(held={NAMES.scores, NAMES.revocations})
+    first = _pipeline(directory, dying)
+    await first.process_records(opening)
+    batch = asyncio.ensure_future(first.process_records(criticals))
+    # The batch's states are in the changelog; its outputs are sent and never confirmed.
+    await _until(lambda: dying.held, "the batch's outputs sent")
+    assert [k for k, _, _ in dying.on(NAMES.agent_state)] == [AGENT]
+    batch.cancel()
+    await asyncio.gather(batch, return_exceptions=True)
+    first.store.databases.close()
+
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    await second.process_records([*opening, *criticals])
+    assert second.counters.updates_republished == 2
+    second.store.databases.close()
+    assert _windows_published(survivor) == {iso_utc(T0), iso_utc(T0 + WINDOW_MS)}
