@@ -98,6 +98,10 @@ class Durability:
                 published.set_result(None)
         self._unpublished.clear()
 
+    def unconfirmed(self, partition: int, key: bytes) -> bool:
+        """Whether the agent has outputs sent and not confirmed yet."""
+        return (partition, key) in self._unpublished
+
     def check(self) -> None:
         if self.failed is not None:
             raise PipelineFailed("a batch failed; refusing to persist") from self.failed

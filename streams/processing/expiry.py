@@ -6,8 +6,11 @@ the state cache and the window schedule. If it sends a signal again it starts af
 agent.
 
 Never removed: an agent with an open window (its score update is still owed), one whose state
-is staged or being written (it just changed), and a revoked agent: a revocation is a security
-decision, and letting it lapse by waiting would reinstate an agent that nobody reinstated.
+is staged or being written (it just changed), one whose outputs are not confirmed yet, and a
+revoked agent: a revocation is a security decision, and letting it lapse by waiting would
+reinstate an agent that nobody reinstated. A partition just taken over is swept only once its
+first batch has re-published the closes its last tick recorded: the state removed, nothing would
+name them.
 
 The sweep reads each owned partition in slices of a few milliseconds, each holding the
 pipeline's batch lock (so no batch sees an agent half-removed) and releasing it between slices
@@ -140,6 +143,8 @@ class AgentExpiry:
             async with self.pipeline._turn:
                 if partition not in self.pipeline.restored or self.pipeline.failed is not None:
                     return removed  # given up meanwhile, or the worker is stopping
+                if not self.pipeline.handlers.settled(partition):
+                    return removed  # swept again once it is (see the module's docstring)
                 cursor, expired = self._read_slice(partition, cursor)
                 if expired:
                     await self._remove(partition, expired)
@@ -158,11 +163,12 @@ class AgentExpiry:
         """Agents from ``start`` on that have expired, for a few milliseconds; and where to go on
         (None: the partition is done)."""
         store = self.store
+        unconfirmed = self.pipeline.durability.unconfirmed
         now_ms = self._wall_ms()
         deadline = time.perf_counter() + self.slice_seconds
         expired: list[bytes] = []
         for count, (key, value) in enumerate(raw_items(store.db(partition), start), 1):
-            if not store.is_held(partition, key):
+            if not store.is_held(partition, key) and not unconfirmed(partition, key):
                 try:
                     state = decode_state(value)
                 except Exception:  # damage is the take-over check's business, not the sweep's

@@ -138,6 +138,11 @@ class RecordHandlers:
             self.control.owed.add(partition)  # taken over: see ControlRecords.republish_owed
         return clock
 
+    def settled(self, partition: int) -> bool:
+        """Whether the partition's first batch since it was taken over has run: what that
+        re-publishes is no longer owed (ControlRecords.republish_owed)."""
+        return partition in self.clocks and partition not in self.control.owed
+
     def process_partition(self, partition: int, records: list[Any], outbox: Outbox) -> None:
         """Apply one partition's records in order, and stage the states they changed."""
         schedule = self.schedule_for(partition)

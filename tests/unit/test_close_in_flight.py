@@ -20,6 +20,7 @@ from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
 from streams.kafka.topics import TopicNames
 from streams.messages import iso_utc
 from streams.processing.closing import encode_tick
+from streams.processing.expiry import AgentExpiry
 from streams.processing.intake import SignalIntake
 from streams.processing.pipeline import ScoringPipeline
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
@@ -188,3 +189,60 @@ async def test_an_agent_closed_twice_in_one_batch_has_both_closes_published_afte
     assert second.counters.updates_republished == 2
     second.store.databases.close()
     assert _windows_published(survivor) == {iso_utc(T0), iso_utc(T0 + WINDOW_MS)}
+
+
+#: The agent's only signal, in its first window; another's takes stream time past that window's
+#: end plus grace.
+ONE_WINDOW = [
+    _signal(0, 0, AGENT, 0.9, T0 + 1_000),
+    _signal(0, 1, b"did:x:other", 0.9, T0 + WINDOW_MS + GRACE_MS + 1_000),
+]
+#: The shortest TTL, and a clock past it: the agent, its window closed, is idle long enough.
+TTL_SECONDS = 15.0
+AFTER_TTL_MS = NOW_MS + int(TTL_SECONDS * 1000) + 1
+
+
+async def _closed_with_update_held(directory: Path) -> tuple[Holding, ScoringPipeline, Any]:
+    dying = Holding(held={NAMES.scores})
+    first = _pipeline(directory, dying)
+    await first.process_records(ONE_WINDOW)
+    ticking = asyncio.ensure_future(first.process_batch([TICK]))
+    await _until(lambda: dying.held, "the closed window's update sent")
+    return dying, first, ticking
+
+
+async def test_an_agent_whose_update_is_unconfirmed_is_not_expired(tmp_path: Path) -> None:
+    """Its state, window closed and idle past the TTL, is stored: removed now, a crash would
+    leave nothing naming the update on its way."""
+    directory = tmp_path / "worker"
+    dying, first, ticking = await _closed_with_update_held(directory)
+    assert await AgentExpiry(first, TTL_SECONDS, wall_ms=lambda: AFTER_TTL_MS).sweep(0) == 0
+    ticking.cancel()
+    await asyncio.gather(ticking, return_exceptions=True)
+    first.store.databases.close()
+
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    await second.process_batch([TICK])  # taken over: the last tick's closes re-published
+    assert await AgentExpiry(second, TTL_SECONDS, wall_ms=lambda: AFTER_TTL_MS).sweep(0) == 1
+    second.store.databases.close()
+    assert _windows_published(dying, survivor) == {iso_utc(T0)}
+
+
+async def test_a_partition_taken_over_is_swept_only_after_its_closes_are_republished(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "worker"
+    dying, first, ticking = await _closed_with_update_held(directory)
+    ticking.cancel()
+    await asyncio.gather(ticking, return_exceptions=True)
+    first.store.databases.close()
+
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    expiry = AgentExpiry(second, TTL_SECONDS, wall_ms=lambda: AFTER_TTL_MS)
+    assert await expiry.sweep(0) == 0  # nothing of the partition processed yet
+    await second.process_batch([TICK])
+    assert await expiry.sweep(0) == 1
+    second.store.databases.close()
+    assert _windows_published(dying, survivor) == {iso_utc(T0)}

@@ -95,7 +95,13 @@ class _Sweepable:
         self.tombstones: list[bytes] = []
         self.store.delete_agents = self._delete  # type: ignore[method-assign]
         self.pipeline = SimpleNamespace(
-            store=self.store, _turn=asyncio.Lock(), restored={0}, failed=None, schedules={}
+            store=self.store,
+            _turn=asyncio.Lock(),
+            restored={0},
+            failed=None,
+            schedules={},
+            handlers=SimpleNamespace(settled=lambda partition: True),
+            durability=SimpleNamespace(unconfirmed=lambda partition, key: False),
         )
 
     async def _delete(self, partition: int, keys: Sequence[bytes]) -> None:
