@@ -15,12 +15,8 @@ from streams.messages import read_command
 from streams.processing.closing import PartitionClock, PartitionSchedule, decode_tick, tick_refusal
 from streams.processing.durability import Outbox
 from streams.processing.intake import Rejection
-from streams.processing.outputs import (
-    reinstatement_message,
-    revocation_message,
-    score_update_message,
-)
-from streams.scoring.agent import apply_reinstatement, revoked_by_close
+from streams.processing.outputs import reinstatement_message
+from streams.scoring.agent import apply_reinstatement
 from streams.state.store import PartitionStates
 
 if TYPE_CHECKING:
@@ -43,9 +39,6 @@ class ControlRecords:
         self.dead_letter = handlers.dead_letter
         self._handlers = handlers
         self._last_refusal_logged: dict[tuple[str, str], float] = {}
-        #: Partitions taken over (their clocks read from the store) whose last tick's closes
-        #: are still to be re-published: before any record of theirs is applied.
-        self.owed: set[int] = set()
 
     def on_tick(
         self,
@@ -59,7 +52,7 @@ class ControlRecords:
         partition = message.partition
         if offset <= clock.last_tick_offset:
             # Applied before, and redelivered after a crash: what it closed was re-published
-            # when the partition was taken over (republish_owed).
+            # when the partition was taken over (streams.processing.republishing).
             return False
         tick_ms = decode_tick(message.value)
         now_ms = self.now_ms()
@@ -100,6 +93,8 @@ class ControlRecords:
             self._refuse_internal(message, "refused", reason)
             self.dead_letter(message, Rejection("invalid_command", reason), outbox)
             return
+        republishing = self._handlers.republishing
+        republishing.before_change(message.partition, key, state, outbox)
         outcome = apply_reinstatement(
             command.agent_did,
             state,
@@ -117,6 +112,9 @@ class ControlRecords:
         if reinstatement is None:
             return
         states.mark_dirty(key)
+        if outcome.republish is not None:
+            # Its state stored, its outputs maybe not: the revocation it lifts goes first.
+            republishing.lifted_revocation(message.partition, key, state, outbox)
         log.info(
             "Reinstated %s by %s: %s",
             command.agent_did,
@@ -131,57 +129,6 @@ class ControlRecords:
                 message.partition,
             )
         )
-
-    def republish_owed(
-        self,
-        partition: int,
-        states: PartitionStates,
-        schedule: PartitionSchedule,
-        clock: PartitionClock,
-        outbox: Outbox,
-    ) -> None:
-        """A partition taken over: re-publish the closes of the last tick applied, which may not
-        all have reached Kafka, before anything else of the partition (a close of the same agent
-        first, a critical signal's before that tick is read again, would leave no state naming
-        them). The closes of earlier ticks were confirmed before the next tick was applied."""
-        if partition in self.owed:
-            self.owed.discard(partition)
-            if clock.last_tick_offset >= 0:
-                self.republish_closes(clock.last_tick_offset, partition, states, schedule, outbox)
-
-    def republish_closes(
-        self,
-        tick_offset: int,
-        partition: int,
-        states: PartitionStates,
-        schedule: PartitionSchedule,
-        outbox: Outbox,
-    ) -> None:
-        for key in schedule.take_closed_by(tick_offset):
-            state = states.get(key)
-            if state is None or state.last_close_tick != tick_offset:
-                continue
-            agent_did = key.decode()
-            states.mark_dirty(key)
-            for update in state.last_updates:
-                self.counters.updates_republished += 1
-                outbox.add(
-                    Outgoing(
-                        self.names.scores, key, score_update_message(agent_did, update), partition
-                    )
-                )
-            revocation = revoked_by_close(state)
-            if revocation is not None:
-                outbox.add(
-                    Outgoing(
-                        self.names.revocations,
-                        key,
-                        revocation_message(
-                            agent_did, revocation, self.names.signals, self.windows.size_ms
-                        ),
-                        partition,
-                    )
-                )
 
     def _refuse_internal(self, message: Any, kind: str, reason: str) -> None:
         """Count an ignored record of an internal topic, and log it (at most once per topic and

@@ -143,7 +143,7 @@ class AgentExpiry:
             async with self.pipeline._turn:
                 if partition not in self.pipeline.restored or self.pipeline.failed is not None:
                     return removed  # given up meanwhile, or the worker is stopping
-                if not self.pipeline.handlers.settled(partition):
+                if not self.pipeline.handlers.republishing.settled(partition):
                     return removed  # swept again once it is (see the module's docstring)
                 cursor, expired = self._read_slice(partition, cursor)
                 if expired:

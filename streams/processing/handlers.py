@@ -25,13 +25,14 @@ from streams.processing.control import ControlRecords
 from streams.processing.durability import Outbox
 from streams.processing.intake import AcceptedSignal, Rejection, SignalIntake
 from streams.processing.publishing import Publications
+from streams.processing.republishing import Republishing
 from streams.scoring.agent import (
     ConfigAt,
     SignalTrigger,
     apply_signal,
     close_windows,
 )
-from streams.scoring.model import ScoringConfig
+from streams.scoring.model import CRITICAL_SIGNAL_VALUE, ScoringConfig
 from streams.scoring.windows import WindowPolicy
 from streams.state.store import CLOCK_KEY, PartitionStates, StateStore
 
@@ -109,6 +110,12 @@ class RecordHandlers:
         self.observe_latency: Callable[[float], None] | None = None
         self.schedules: dict[int, PartitionSchedule] = {}
         self.clocks: dict[int, PartitionClock] = {}
+        #: Next signal offset to apply per topic of a partition (the pipeline's progress).
+        self.positions: Callable[[int], list[int]] = lambda _partition: [0] * len(names.signals)
+        #: What a partition's states recorded before it was taken over, re-published in time.
+        self.republishing = Republishing(
+            names, windows, counters, lambda partition: self.positions(partition)
+        )
         self.control = ControlRecords(self)
 
     def schedule_for(self, partition: int) -> PartitionSchedule:
@@ -135,20 +142,15 @@ class RecordHandlers:
                 self.stored_stream_time(partition),
                 self.now_ms() + self.tick_tolerance_ms,
             )
-            self.control.owed.add(partition)  # taken over: see ControlRecords.republish_owed
+            self.republishing.taken_over(partition)
         return clock
-
-    def settled(self, partition: int) -> bool:
-        """Whether the partition's first batch since it was taken over has run: what that
-        re-publishes is no longer owed (ControlRecords.republish_owed)."""
-        return partition in self.clocks and partition not in self.control.owed
 
     def process_partition(self, partition: int, records: list[Any], outbox: Outbox) -> None:
         """Apply one partition's records in order, and stage the states they changed."""
         schedule = self.schedule_for(partition)
         clock = self.clock_for(partition)
         states = PartitionStates(self.store, partition)
-        self.control.republish_owed(partition, states, schedule, clock, outbox)
+        self.republishing.owed_closes(partition, states, schedule, clock, outbox)
         ticks_topic = self.names.ticks
         ticked = False
         stream_time_before = clock.time_ms
@@ -182,7 +184,7 @@ class RecordHandlers:
         schedule = self.schedule_for(partition)
         clock = self.clock_for(partition)
         states = PartitionStates(self.store, partition)
-        self.control.republish_owed(partition, states, schedule, clock, outbox)
+        self.republishing.owed_closes(partition, states, schedule, clock, outbox)
         now_ms = self.now_ms()
         config = self.config()
         self.counters.applied_ahead += len(ahead)
@@ -190,6 +192,7 @@ class RecordHandlers:
             signal = record.signal
             assert isinstance(signal, AcceptedSignal)  # only valid signals are taken ahead
             stream_ms = max(clock.time_ms, stream_floor_ms)
+            self.republishing.applied_ahead(partition, record.dimension, record.offset)
             self._apply(record, signal, states, schedule, stream_ms, outbox, now_ms, config)
         states.stage_changes()
 
@@ -229,8 +232,13 @@ class RecordHandlers:
         dimension: int = message.dimension
         key: bytes = message.key
         state = states.get_or_new(key)
-        # Outputs of this agent in this batch already: see below.
-        earlier = state.last_updates if key in outbox.agents else None
+        earlier = None
+        if (
+            signal.value < CRITICAL_SIGNAL_VALUE
+            and message.offset > state.applied_offsets[dimension]
+        ):
+            # It may close windows or revoke, changing what the state records: see below.
+            earlier = self.republishing.before_change(message.partition, key, state, outbox)
         outcome = apply_signal(
             signal.agent_did,
             state,
@@ -289,6 +297,7 @@ class RecordHandlers:
         if state is None:  # pragma: no cover - the schedule only holds stored agents
             return
         agent_did = key.decode()
+        earlier = self.republishing.before_change(partition, key, state, outbox)
         outcome = close_windows(
             agent_did,
             state,
@@ -300,6 +309,8 @@ class RecordHandlers:
         )
         if not outcome.updates:
             return
+        if earlier:
+            state.last_updates = earlier + state.last_updates  # as in _apply
         states.mark_dirty(key)
         self.counters.windows_closed += len(outcome.updates)
         self.publish.closes(agent_did, key, outcome, partition, outbox)

@@ -139,6 +139,7 @@ class ScoringPipeline:
         #: Signal positions and stream time, stored together (see its module).
         self.progress = SignalProgress(store, names.signals)
         self.handlers.stored_stream_time = self.progress.stored_stream_time
+        self.handlers.positions = self.progress.positions
         #: Which partitions are owned: only their records are processed.
         self.ownership = ownership if ownership is not None else Ownership()
         #: Closes the windows found due, in turns with the signal batches.
@@ -167,6 +168,7 @@ class ScoringPipeline:
             self.schedules.pop(p, None)
             self.clocks.pop(p, None)
         self.offsets.forget(partitions)
+        self.handlers.republishing.forget(partitions)
         self.merge.forget(partitions)
         self.store.forget(partitions)
         self.progress.forget(partitions)

@@ -11,10 +11,12 @@ names the first window, and its update would never be published.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
 from streams.kafka.topics import TopicNames
@@ -246,3 +248,96 @@ async def test_a_partition_taken_over_is_swept_only_after_its_closes_are_republi
     assert await expiry.sweep(0) == 1
     second.store.databases.close()
     assert _windows_published(dying, survivor) == {iso_utc(T0)}
+
+
+def _revocation_types(*producers: FakeProducer) -> list[str]:
+    return [
+        orjson.loads(value)["type"]
+        for producer in producers
+        for key, value, _ in producer.on(NAMES.revocations)
+        if key == AGENT and value is not None
+    ]
+
+
+async def test_a_signals_close_stays_published_when_a_tick_closes_the_agent_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """After a death, the critical signal's topic gives nothing for a while: the merge lets a
+    later signal of another topic go ahead, stream time passes the agent's next window and a tick
+    closes it, before the critical signal whose close was stored (and never confirmed) is read
+    again. The tick's close must not hide it."""
+    closing = _signal(1, 0, AGENT, 0.0, T0 + WINDOW_MS + GRACE_MS + 1_000)
+    directory = tmp_path / "worker"
+    dying = Holding(held={NAMES.scores, NAMES.revocations})
+    first = _pipeline(directory, dying)
+    await first.process_records([ONE_WINDOW[0]])
+    batch = asyncio.ensure_future(first.process_records([closing]))
+    await _until(lambda: dying.held, "the critical signal's outputs sent")
+    batch.cancel()
+    await asyncio.gather(batch, return_exceptions=True)
+    first.store.databases.close()
+
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    second.merge.caught_up = lambda dimension, _partition: dimension != 1  # its topic stalls
+    later = _signal(0, 1, b"did:x:other", 0.9, T0 + 2 * WINDOW_MS + GRACE_MS + 1_000)
+    await second.process_records([ONE_WINDOW[0], later])
+    assert second.merge.forced > 0
+    await second.process_batch([TICK])
+    await second.process_records([closing])  # its topic delivers at last
+    second.store.databases.close()
+    assert _windows_published(dying, survivor) == {iso_utc(T0), iso_utc(T0 + WINDOW_MS)}
+
+
+OPENING = [_signal(0, 0, AGENT, 0.9, T0 + 1_000)]
+#: Two critical signals: the second revokes the agent.
+REVOKING = [_signal(0, i, AGENT, 0.0, T0 + 2_000 + i) for i in (1, 2)]
+REINSTATE = FakeEvent(
+    FakeMessage(
+        NAMES.commands,
+        0,
+        0,
+        AGENT,
+        orjson.dumps({"agent_did": AGENT.decode(), "requested_by": "ops", "reason": "checked"}),
+        NOW_MS / 1000,
+    )
+)
+
+
+async def _dies_once_sent(
+    directory: Path, run: Callable[[ScoringPipeline], Awaitable[None]]
+) -> None:
+    """A worker on ``directory`` runs ``run`` and dies once its outputs are sent (never
+    confirmed)."""
+    dying = Holding(held={NAMES.scores, NAMES.revocations})
+    pipeline = _pipeline(directory, dying)
+    task = asyncio.ensure_future(run(pipeline))
+    await _until(lambda: dying.held, "outputs sent")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    pipeline.store.databases.close()
+
+
+async def _revoke(pipeline: ScoringPipeline) -> None:
+    await pipeline.process_records(OPENING)
+    await pipeline.process_records(REVOKING)
+
+
+@pytest.mark.parametrize("deaths", [1, 2], ids=["reinstated", "reinstated-then-died"])
+async def test_a_reinstatement_read_before_the_revoking_signal_follows_its_revocation(
+    tmp_path: Path, deaths: int
+) -> None:
+    """Commands and signals are read by different consumers: after a death, a reinstate command
+    can come before the signal whose revocation was stored and never confirmed is read again.
+    The revocation must still be published, before the reinstatement that lifts it; and again
+    if the worker dies once the reinstatement is stored, before its outputs are confirmed."""
+    directory = tmp_path / "worker"
+    await _dies_once_sent(directory, _revoke)
+    if deaths == 2:
+        await _dies_once_sent(directory, lambda p: p.process_batch([REINSTATE]))
+    survivor = FakeProducer()
+    pipeline = _pipeline(directory, survivor)
+    await pipeline.process_batch([REINSTATE])
+    await pipeline.process_records([*OPENING, *REVOKING])
+    pipeline.store.databases.close()
+    assert _revocation_types(survivor)[:2] == ["revoked", "reinstated"]

@@ -100,7 +100,7 @@ class _Sweepable:
             restored={0},
             failed=None,
             schedules={},
-            handlers=SimpleNamespace(settled=lambda partition: True),
+            handlers=SimpleNamespace(republishing=SimpleNamespace(settled=lambda partition: True)),
             durability=SimpleNamespace(unconfirmed=lambda partition, key: False),
         )
 

@@ -1,0 +1,166 @@
+"""Outputs recorded before a partition was taken over, re-published before anything can hide them.
+
+An agent's state records what its last close published (and which tick or signal closed it) and
+its revocation. The state is confirmed before those outputs are sent, so after a crash they may be
+missing from Kafka while the state says they were made: they are published again, byte for byte,
+from that record. The record names only the last close, though: once it changes, nothing names the
+earlier outputs. So a record stored before the partition was taken over is re-published before it
+can change:
+
+- The closes of the last tick applied: in the partition's first batch, before anything else (a
+  redelivered tick is ignored). The closes of earlier ticks were confirmed before the next tick was
+  applied.
+- A close or revocation by a signal not read again since the take-over: when that signal is read
+  again (its redelivery finds it recorded, see ``apply_signal``), or before anything else changes
+  the record, whichever comes first. Either can: commands and signals are read by different
+  consumers, and a topic that stalls lets later signals (and the ticks' closes they make due) go
+  first.
+
+In the worker's own run a record changes only once its outputs are confirmed
+(:meth:`~streams.processing.durability.Durability.send_states`), or in the batch that publishes
+them (whose stored state then names them all), so nothing here fires but after a take-over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from streams.kafka.delivery import Outgoing
+from streams.kafka.topics import TopicNames
+from streams.processing.closing import PartitionClock, PartitionSchedule
+from streams.processing.durability import Outbox
+from streams.processing.outputs import revocation_message, score_update_message
+from streams.scoring.agent import (
+    AgentState,
+    Revocation,
+    ScoreUpdate,
+    SignalTrigger,
+    revoked_by_close,
+)
+from streams.scoring.windows import WindowPolicy
+from streams.state.store import PartitionStates
+
+if TYPE_CHECKING:
+    from streams.processing.handlers import PipelineCounters
+
+
+#: Signals applied ahead kept per partition before those released are dropped.
+AHEAD_KEPT = 1024
+
+
+class Republishing:
+    def __init__(
+        self,
+        names: TopicNames,
+        windows: WindowPolicy,
+        counters: PipelineCounters,
+        positions: Callable[[int], list[int]],
+    ) -> None:
+        self.names = names
+        self.windows = windows
+        self.counters = counters
+        #: Next signal offset to apply per topic (dimension order) of a partition: reading
+        #: resumed at the stored ones when it was taken over.
+        self.positions = positions
+        #: Partitions taken over whose last tick's closes are still to be re-published.
+        self.owed: set[int] = set()
+        #: Partitions owned whose last tick's closes were re-published.
+        self._settled: set[int] = set()
+        #: Signals applied ahead of their turn since the take-over, per partition: (dimension,
+        #: offset). Read again, though until released their positions say otherwise.
+        self._ahead: dict[int, set[tuple[int, int]]] = {}
+
+    def taken_over(self, partition: int) -> None:
+        self.forget([partition])
+        self.owed.add(partition)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.owed.discard(partition)
+            self._settled.discard(partition)
+            self._ahead.pop(partition, None)
+
+    def settled(self, partition: int) -> bool:
+        """Whether the partition's first batch since it was taken over has run (nothing of it
+        is owed any more)."""
+        return partition in self._settled
+
+    def applied_ahead(self, partition: int, dimension: int, offset: int) -> None:
+        ahead = self._ahead.setdefault(partition, set())
+        ahead.add((dimension, offset))
+        if len(ahead) >= AHEAD_KEPT:
+            # Those released since (their positions passed) need not be kept.
+            positions = self.positions(partition)
+            ahead.difference_update([(d, o) for d, o in ahead if o < positions[d]])
+
+    def unread(self, partition: int, dimension: int, offset: int) -> bool:
+        """Whether that signal has not been read again since the partition was taken over."""
+        return offset >= self.positions(partition)[dimension] and (
+            dimension,
+            offset,
+        ) not in self._ahead.get(partition, ())
+
+    def owed_closes(
+        self,
+        partition: int,
+        states: PartitionStates,
+        schedule: PartitionSchedule,
+        clock: PartitionClock,
+        outbox: Outbox,
+    ) -> None:
+        """In a partition's first batch since it was taken over: its last tick's closes."""
+        if partition in self.owed:
+            self.owed.discard(partition)
+            self._settled.add(partition)
+            if clock.last_tick_offset >= 0:
+                for key in schedule.take_closed_by(clock.last_tick_offset):
+                    state = states.get(key)
+                    if state is not None and state.last_close_tick == clock.last_tick_offset:
+                        states.mark_dirty(key)
+                        self._closes(partition, key, state, outbox)
+
+    def before_change(
+        self, partition: int, key: bytes, state: AgentState, outbox: Outbox
+    ) -> tuple[ScoreUpdate, ...] | None:
+        """Called before the agent's record may change (a close, a revocation, a reinstatement):
+        re-publish what the record names if its signal was not read again since the take-over.
+        Returns the updates the changed record must name as well: those this batch publishes
+        already (None if it publishes nothing of the agent's)."""
+        if key not in outbox.agents:
+            close = state.last_close_signal
+            if close is not None and self.unread(partition, *close):
+                self._closes(partition, key, state, outbox)
+            if state.revoked:
+                self.lifted_revocation(partition, key, state, outbox)
+        return state.last_updates if key in outbox.agents else None
+
+    def lifted_revocation(
+        self, partition: int, key: bytes, state: AgentState, outbox: Outbox
+    ) -> None:
+        """The agent's revocation by a signal not read again since the take-over (the one a
+        reinstatement lifts, which must not reach consumers before it)."""
+        revocation = state.revocation
+        if revocation is not None and isinstance(revocation.trigger, SignalTrigger):
+            trigger = revocation.trigger
+            if self.unread(partition, trigger.dimension, trigger.offset):
+                self._revocation(partition, key, revocation, outbox)
+
+    def _closes(self, partition: int, key: bytes, state: AgentState, outbox: Outbox) -> None:
+        agent_did = key.decode()
+        for update in state.last_updates:
+            self.counters.updates_republished += 1
+            outbox.add(
+                Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
+            )
+        revocation = revoked_by_close(state)
+        if revocation is not None:
+            self._revocation(partition, key, revocation, outbox)
+
+    def _revocation(
+        self, partition: int, key: bytes, revocation: Revocation, outbox: Outbox
+    ) -> None:
+        message = revocation_message(
+            key.decode(), revocation, self.names.signals, self.windows.size_ms
+        )
+        outbox.add(Outgoing(self.names.revocations, key, message, partition))
