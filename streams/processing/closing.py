@@ -36,16 +36,20 @@ class PartitionClock:
 
     time_ms: int = 0
     last_tick_offset: int = -1
+    #: The last tick whose closes are all confirmed (-1: none known; a clock stored by an
+    #: earlier release has none): a take-over re-publishes the last tick's closes unless it is
+    #: that one (streams.processing.republishing).
+    closes_confirmed: int = -1
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.time_ms, self.last_tick_offset])
+        return orjson.dumps([self.time_ms, self.last_tick_offset, self.closes_confirmed])
 
     @classmethod
     def decode(cls, raw: bytes | None) -> PartitionClock:
         if raw is None:
             return cls()
-        time_ms, offset = orjson.loads(raw)
-        return cls(time_ms, offset)
+        time_ms, offset, *confirmed = orjson.loads(raw)
+        return cls(time_ms, offset, confirmed[0] if confirmed else -1)
 
 
 def stored_clock(

@@ -94,7 +94,9 @@ class ControlRecords:
             self.dead_letter(message, Rejection("invalid_command", reason), outbox)
             return
         republishing = self._handlers.republishing
-        republishing.before_change(message.partition, key, state, outbox)
+        partition = message.partition
+        if message.offset > state.applied_command_offset:  # it changes the state: not read before
+            republishing.before_change(partition, key, state, outbox)
         outcome = apply_reinstatement(
             command.agent_did,
             state,
@@ -109,12 +111,18 @@ class ControlRecords:
             log.warning("Reinstate %s refused: %s", command.agent_did, outcome.refused)
             return
         reinstatement = outcome.reinstatement or outcome.republish
-        if reinstatement is None:
+        if reinstatement is None or (outcome.republish is not None and state.revoked):
+            # Read again once the agent was revoked anew: it went out before that revocation
+            # (confirmed before that was stored, or re-published with it: see
+            # Republishing.revoking), and published now it would say the agent is reinstated.
             return
         states.mark_dirty(key)
+        republishing.reinstated(partition, key)
         if outcome.republish is not None:
             # Its state stored, its outputs maybe not: the revocation it lifts goes first.
-            republishing.lifted_revocation(message.partition, key, state, outbox)
+            republishing.lifted_revocation(
+                partition, key, state, reinstatement.lifted_revocation_id, outbox
+            )
         log.info(
             "Reinstated %s by %s: %s",
             command.agent_did,

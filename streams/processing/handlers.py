@@ -229,16 +229,16 @@ class RecordHandlers:
         now_ms: int,
         config: ScoringConfig,
     ) -> None:
-        dimension: int = message.dimension
+        d = dimension = message.dimension
+        partition: int = message.partition
         key: bytes = message.key
         state = states.get_or_new(key)
-        earlier = None
-        if (
-            signal.value < CRITICAL_SIGNAL_VALUE
-            and message.offset > state.applied_offsets[dimension]
-        ):
-            # It may close windows or revoke, changing what the state records: see below.
-            earlier = self.republishing.before_change(message.partition, key, state, outbox)
+        # A critical signal applied for the first time may close windows or revoke, changing
+        # what the state records (see streams.processing.republishing).
+        changes = signal.value < CRITICAL_SIGNAL_VALUE and message.offset > state.applied_offsets[d]
+        earlier = (
+            self.republishing.before_change(partition, key, state, outbox) if changes else None
+        )
         outcome = apply_signal(
             signal.agent_did,
             state,
@@ -252,15 +252,13 @@ class RecordHandlers:
             signal.source,
             config_at=self.config_at,
         )
+        if changes and outcome.applied:
+            self.republishing.after_change(
+                partition, key, state, earlier, outcome.closed, outcome.revocation, outbox
+            )
         if outcome.closed is not None:
             if outcome.applied:
                 self.counters.windows_closed += len(outcome.closed.updates)
-                if earlier:
-                    # The state stored with this batch's outputs names only its last close, the
-                    # one a replay of this signal re-publishes: it must name the updates this
-                    # batch published before it too (their own trigger finds another close
-                    # recorded). A few updates more, only in such a batch.
-                    state.last_updates = earlier + state.last_updates
             else:
                 self.counters.updates_republished += len(outcome.closed.updates)
             self.publish.closes(signal.agent_did, key, outcome.closed, message.partition, outbox)
@@ -309,8 +307,7 @@ class RecordHandlers:
         )
         if not outcome.updates:
             return
-        if earlier:
-            state.last_updates = earlier + state.last_updates  # as in _apply
+        self.republishing.after_change(partition, key, state, earlier, outcome, None, outbox)
         states.mark_dirty(key)
         self.counters.windows_closed += len(outcome.updates)
         self.publish.closes(agent_did, key, outcome, partition, outbox)

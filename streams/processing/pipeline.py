@@ -35,7 +35,7 @@ from streams.processing.windowclosing import WindowClosing
 from streams.scoring.agent import ConfigAt
 from streams.scoring.model import ScoringConfig
 from streams.scoring.windows import WindowPolicy
-from streams.state.store import StateStore
+from streams.state.store import CLOCK_KEY, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,13 @@ class ScoringPipeline:
         # Before returning, so that Faust commits a tick's offset once its closes are done (or,
         # for very many, under way: see WindowClosing.close_due).
         await self.closing.close_due(ticked)
+        for partition in ticked & self.restored:
+            # Every close recorded as this tick's is confirmed (those left pending will be the
+            # next tick's): stored with the next clock or checkpoint, it spares a clean hand-over
+            # re-publishing them.
+            partition_clock = clock(partition)
+            partition_clock.closes_confirmed = partition_clock.last_tick_offset
+            self.store.stage_last(partition, CLOCK_KEY, partition_clock.encode())
 
     async def process_records(self, records: Sequence[Any]) -> None:
         """Process signal records read by a plain aiokafka consumer (offsets are contiguous

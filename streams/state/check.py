@@ -61,8 +61,8 @@ def clock_problem(raw: bytes) -> str | None:
         PartitionClock.decode(raw)
     except (ValueError, TypeError) as exc:
         return f"partition clock does not decode: {exc}"
-    if not (isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value)):
-        return "partition clock is not [time_ms, last_tick_offset]"
+    if not (isinstance(value, list) and len(value) in (2, 3) and all(_is_int(v) for v in value)):
+        return "partition clock is not [time_ms, last_tick_offset, closes_confirmed]"
     return None
 
 

@@ -341,3 +341,121 @@ async def test_a_reinstatement_read_before_the_revoking_signal_follows_its_revoc
     await pipeline.process_records([*OPENING, *REVOKING])
     pipeline.store.databases.close()
     assert _revocation_types(survivor)[:2] == ["revoked", "reinstated"]
+
+
+def _kinds(*producers: FakeProducer) -> list[tuple[str, str]]:
+    """(type, revocation id or the id a reinstatement lifts) of the agent's revocation topic."""
+    found = []
+    for producer in producers:
+        for key, value, _ in producer.on(NAMES.revocations):
+            if key == AGENT and value is not None:
+                body = orjson.loads(value)
+                found.append(
+                    (body["type"], body.get("revocation_id") or body["lifted_revocation_id"])
+                )
+    return found
+
+
+#: Signals low enough (not critical) that closing the agent's window revokes it.
+LOW_WINDOW = [
+    *[_signal(d, 0, AGENT, 0.3, T0 + 1_000 + d) for d in range(5)],
+    _signal(0, 1, b"did:x:other", 0.9, T0 + WINDOW_MS + GRACE_MS + 1_000),
+]
+
+
+async def _close_revoking(pipeline: ScoringPipeline) -> None:
+    await pipeline.process_records(LOW_WINDOW)
+    await pipeline.process_batch([TICK])
+
+
+async def test_a_closes_revocation_is_published_before_a_reinstatement_across_two_deaths(
+    tmp_path: Path,
+) -> None:
+    """A tick's close revokes the agent and the worker dies unconfirmed; the next one reads the
+    reinstate command first, and dies too: the third publishes the revocation, then the
+    reinstatement, though the agent is no longer revoked."""
+    directory = tmp_path / "worker"
+    await _dies_once_sent(directory, _close_revoking)
+    await _dies_once_sent(directory, lambda p: p.process_batch([REINSTATE]))
+    survivor = FakeProducer()
+    pipeline = _pipeline(directory, survivor)
+    await pipeline.process_batch([REINSTATE, TICK])
+    await pipeline.process_records(LOW_WINDOW)
+    pipeline.store.databases.close()
+    kinds = _kinds(survivor)
+    assert [kind for kind, _ in kinds] == ["revoked", "reinstated"], kinds
+    assert kinds[0][1] == kinds[1][1]  # the reinstatement lifts that revocation
+
+
+async def test_a_reinstatement_read_again_after_a_newer_revocation_is_not_published_again(
+    tmp_path: Path,
+) -> None:
+    """Revoked, reinstated (confirmed), revoked again (stored, never confirmed): the worker dies
+    before the command's offset is committed. Read again, the command must not publish the old
+    reinstatement after the new revocation, as if the agent were reinstated."""
+    directory = tmp_path / "worker"
+    first_out = Holding()
+    first = _pipeline(directory, first_out)
+    await _revoke(first)
+    await first.process_batch([REINSTATE])
+    first_out.held_topics = {NAMES.scores, NAMES.revocations}
+    again = [_signal(0, i, AGENT, 0.0, T0 + 3_000 + i) for i in range(3, 8)]
+    revoking_again = asyncio.ensure_future(first.process_records(again))
+    await _until(lambda: first_out.held, "the new revocation sent")
+    revoking_again.cancel()
+    await asyncio.gather(revoking_again, return_exceptions=True)
+    first.store.databases.close()
+
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    await second.process_batch([REINSTATE])
+    await second.process_records([*OPENING, *REVOKING, *again])
+    second.store.databases.close()
+    before, after = _kinds(first_out), _kinds(survivor)
+    assert [kind for kind, _ in before] == ["revoked", "reinstated"]
+    assert [kind for kind, _ in after] == ["revoked"] and after[0] != before[0], after
+
+
+async def test_a_partition_handed_over_cleanly_does_not_publish_its_last_ticks_closes_again(
+    tmp_path: Path,
+) -> None:
+    first_out = FakeProducer()
+    first = _pipeline(tmp_path / "worker", first_out)
+    await first.process_records(ONE_WINDOW)
+    await first.process_batch([TICK])
+    await first.make_durable()  # as before a partition is given up
+    first.store.databases.close()
+    second_out = FakeProducer()
+    second = _pipeline(tmp_path / "worker", second_out)
+    next_tick = FakeMessage(NAMES.ticks, 0, 1, None, encode_tick(NOW_MS), NOW_MS / 1000)
+    await second.process_batch([FakeEvent(next_tick)])
+    second.store.databases.close()
+    assert _windows_published(first_out) == {iso_utc(T0)}
+    assert _windows_published(second_out) == set()
+
+
+async def test_a_reinstatement_never_confirmed_goes_out_before_a_newer_revocation(
+    tmp_path: Path,
+) -> None:
+    """Reinstated (stored, never confirmed), the worker dies; the next one revokes the agent
+    anew before it reads the command again (which then publishes nothing: the agent is revoked).
+    The reinstatement must go out, before the new revocation."""
+    directory = tmp_path / "worker"
+    first_out = Holding()
+    first = _pipeline(directory, first_out)
+    await _revoke(first)
+    first_out.held_topics = {NAMES.scores, NAMES.revocations}
+    reinstating = asyncio.ensure_future(first.process_batch([REINSTATE]))
+    await _until(lambda: first_out.held, "the reinstatement sent")
+    reinstating.cancel()
+    await asyncio.gather(reinstating, return_exceptions=True)
+    first.store.databases.close()
+
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    again = [_signal(0, i, AGENT, 0.0, T0 + 3_000 + i) for i in range(3, 8)]
+    await second.process_records([*OPENING, *REVOKING, *again])
+    await second.process_batch([REINSTATE])
+    second.store.databases.close()
+    kinds = [kind for kind, _ in _kinds(survivor)]
+    assert kinds[kinds.index("reinstated") :] == ["reinstated", "revoked"], kinds

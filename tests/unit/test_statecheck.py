@@ -59,7 +59,7 @@ def _fill(store: StateStore, partition: int, entries: dict[bytes, bytes]) -> Non
 def test_a_clock_must_be_two_integers() -> None:
     assert clock_problem(PartitionClock(1_700_000_000_000, 42).encode()) is None
     assert clock_problem(b"\xff garbage") is not None
-    assert clock_problem(b"[1, 2, 3]") is not None
+    assert clock_problem(b"[1, 2, 3, 4]") is not None
     assert clock_problem(b'[1, "2"]') is not None
     assert clock_problem(b"[true, 2]") is not None
     assert clock_problem(b"{}") is not None
