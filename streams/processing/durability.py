@@ -20,7 +20,9 @@ reaches the changelog only once every earlier output of that agent is confirmed.
 trigger re-publishes what the agent's state says its *last* close (or revocation) published, so a
 later close stored while an earlier one's outputs were still on their way would, after a crash,
 leave nothing that names the earlier ones (window closes are confirmed outside the turn, while
-signal batches, a critical signal closing that agent's next window among them, go on).
+signal batches, a critical signal closing that agent's next window among them, go on). The cost:
+a batch changing such an agent waits, holding the turn, for that delivery (milliseconds; while a
+topic refuses the outputs, until it takes them).
 
 Underneath, the local database is written only with what the changelog confirmed
 (:mod:`streams.state.changelog`), so it never holds state or progress the changelog lacks.

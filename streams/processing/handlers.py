@@ -229,13 +229,14 @@ class RecordHandlers:
         now_ms: int,
         config: ScoringConfig,
     ) -> None:
-        d = dimension = message.dimension
+        dimension: int = message.dimension
         partition: int = message.partition
         key: bytes = message.key
         state = states.get_or_new(key)
         # A critical signal applied for the first time may close windows or revoke, changing
         # what the state records (see streams.processing.republishing).
-        changes = signal.value < CRITICAL_SIGNAL_VALUE and message.offset > state.applied_offsets[d]
+        first_time = message.offset > state.applied_offsets[dimension]
+        changes = signal.value < CRITICAL_SIGNAL_VALUE and first_time
         earlier = (
             self.republishing.before_change(partition, key, state, outbox) if changes else None
         )

@@ -113,10 +113,9 @@ class Republishing:
 
     def unread(self, partition: int, dimension: int, offset: int) -> bool:
         """Whether that signal has not been read again since the partition was taken over."""
-        return offset >= self.positions(partition)[dimension] and (
-            dimension,
-            offset,
-        ) not in self._ahead.get(partition, ())
+        if offset < self.positions(partition)[dimension]:
+            return False  # released since
+        return (dimension, offset) not in self._ahead.get(partition, ())
 
     def owed_closes(
         self,

@@ -18,17 +18,15 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
 from streams.kafka.topics import TopicNames
 from streams.messages import iso_utc
 from streams.processing.closing import encode_tick
 from streams.processing.expiry import AgentExpiry
-from streams.processing.intake import SignalIntake
 from streams.processing.pipeline import ScoringPipeline
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 from streams.scoring.windows import WindowPolicy
-from streams.state.store import StateStore
 from tests.support.fake_kafka import FakeEvent, FakeMessage, FakeProducer
+from tests.support.unit_pipeline import unit_pipeline
 
 NAMES = TopicNames("inflight.")
 WINDOW_MS, GRACE_MS = 30_000, 5_000
@@ -58,35 +56,20 @@ class Holding(FakeProducer):
 
 
 def _pipeline(directory: Path, producer: FakeProducer) -> ScoringPipeline:
-    retrying = Retrying(DeliveryHealth(), retry_initial=0.01)
-    store = StateStore(
-        state_dir=directory,
-        changelog_topic=NAMES.agent_state,
-        producer=lambda: producer,
-        delivery=retrying,
-    )
-    pipeline = ScoringPipeline(
-        app=None,
-        store=store,
+    pipeline = unit_pipeline(
+        directory,
+        producer,
         names=NAMES,
         windows=WindowPolicy(size_ms=WINDOW_MS, grace_ms=GRACE_MS),
-        config=lambda: CONFIG,
-        intake=SignalIntake(max_bytes=65_536, partitions=1, future_tolerance_ms=5000),
-        delivery=Delivery(lambda: producer, retrying),
-        rewind=_no_rewind,
-        now_ms=lambda: NOW_MS,
+        config=CONFIG,
+        now_ms=NOW_MS,
         # The feed has not caught up with one topic: the partition is not idle, so the tick
         # leaves stream time where the signals took it (and the merge does not wait for that
         # topic's records).
         merge_fetch_wait_ms=0,
     )
     pipeline.merge.caught_up = lambda dimension, _partition: dimension != 4
-    pipeline.mark_restored({0})
     return pipeline
-
-
-async def _no_rewind(topic: str, partition: int, offset: int) -> None:
-    raise AssertionError("signal offsets are contiguous")
 
 
 def _signal(dimension: int, offset: int, did: bytes, value: float, at_ms: int) -> FakeMessage:
@@ -259,6 +242,26 @@ def _revocation_types(*producers: FakeProducer) -> list[str]:
     ]
 
 
+async def _dies_once_sent(
+    directory: Path,
+    run: Callable[[ScoringPipeline], Awaitable[None]],
+    before: Callable[[ScoringPipeline], Awaitable[None]] | None = None,
+) -> Holding:
+    """A worker on ``directory`` runs ``before`` (its outputs confirmed), then ``run``, and dies
+    once ``run``'s outputs are sent (never confirmed). Returns its producer."""
+    dying = Holding()
+    pipeline = _pipeline(directory, dying)
+    if before is not None:
+        await before(pipeline)
+    dying.held_topics = {NAMES.scores, NAMES.revocations}
+    task = asyncio.ensure_future(run(pipeline))
+    await _until(lambda: dying.held, "outputs sent")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    pipeline.store.databases.close()
+    return dying
+
+
 async def test_a_signals_close_stays_published_when_a_tick_closes_the_agent_before_it_is_read(
     tmp_path: Path,
 ) -> None:
@@ -268,14 +271,11 @@ async def test_a_signals_close_stays_published_when_a_tick_closes_the_agent_befo
     again. The tick's close must not hide it."""
     closing = _signal(1, 0, AGENT, 0.0, T0 + WINDOW_MS + GRACE_MS + 1_000)
     directory = tmp_path / "worker"
-    dying = Holding(held={NAMES.scores, NAMES.revocations})
-    first = _pipeline(directory, dying)
-    await first.process_records([ONE_WINDOW[0]])
-    batch = asyncio.ensure_future(first.process_records([closing]))
-    await _until(lambda: dying.held, "the critical signal's outputs sent")
-    batch.cancel()
-    await asyncio.gather(batch, return_exceptions=True)
-    first.store.databases.close()
+    dying = await _dies_once_sent(
+        directory,
+        lambda p: p.process_records([closing]),
+        before=lambda p: p.process_records([ONE_WINDOW[0]]),
+    )
 
     survivor = FakeProducer()
     second = _pipeline(directory, survivor)
@@ -302,20 +302,6 @@ REINSTATE = FakeEvent(
         NOW_MS / 1000,
     )
 )
-
-
-async def _dies_once_sent(
-    directory: Path, run: Callable[[ScoringPipeline], Awaitable[None]]
-) -> None:
-    """A worker on ``directory`` runs ``run`` and dies once its outputs are sent (never
-    confirmed)."""
-    dying = Holding(held={NAMES.scores, NAMES.revocations})
-    pipeline = _pipeline(directory, dying)
-    task = asyncio.ensure_future(run(pipeline))
-    await _until(lambda: dying.held, "outputs sent")
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    pipeline.store.databases.close()
 
 
 async def _revoke(pipeline: ScoringPipeline) -> None:
@@ -394,17 +380,15 @@ async def test_a_reinstatement_read_again_after_a_newer_revocation_is_not_publis
     before the command's offset is committed. Read again, the command must not publish the old
     reinstatement after the new revocation, as if the agent were reinstated."""
     directory = tmp_path / "worker"
-    first_out = Holding()
-    first = _pipeline(directory, first_out)
-    await _revoke(first)
-    await first.process_batch([REINSTATE])
-    first_out.held_topics = {NAMES.scores, NAMES.revocations}
+
+    async def revoked_and_reinstated(pipeline: ScoringPipeline) -> None:
+        await _revoke(pipeline)
+        await pipeline.process_batch([REINSTATE])
+
     again = [_signal(0, i, AGENT, 0.0, T0 + 3_000 + i) for i in range(3, 8)]
-    revoking_again = asyncio.ensure_future(first.process_records(again))
-    await _until(lambda: first_out.held, "the new revocation sent")
-    revoking_again.cancel()
-    await asyncio.gather(revoking_again, return_exceptions=True)
-    first.store.databases.close()
+    first_out = await _dies_once_sent(
+        directory, lambda p: p.process_records(again), before=revoked_and_reinstated
+    )
 
     survivor = FakeProducer()
     second = _pipeline(directory, survivor)
@@ -441,15 +425,7 @@ async def test_a_reinstatement_never_confirmed_goes_out_before_a_newer_revocatio
     anew before it reads the command again (which then publishes nothing: the agent is revoked).
     The reinstatement must go out, before the new revocation."""
     directory = tmp_path / "worker"
-    first_out = Holding()
-    first = _pipeline(directory, first_out)
-    await _revoke(first)
-    first_out.held_topics = {NAMES.scores, NAMES.revocations}
-    reinstating = asyncio.ensure_future(first.process_batch([REINSTATE]))
-    await _until(lambda: first_out.held, "the reinstatement sent")
-    reinstating.cancel()
-    await asyncio.gather(reinstating, return_exceptions=True)
-    first.store.databases.close()
+    await _dies_once_sent(directory, lambda p: p.process_batch([REINSTATE]), before=_revoke)
 
     survivor = FakeProducer()
     second = _pipeline(directory, survivor)

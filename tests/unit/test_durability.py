@@ -15,15 +15,14 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
 from streams.kafka.topics import TopicNames
 from streams.processing.closing import encode_tick
-from streams.processing.intake import SignalIntake
 from streams.processing.pipeline import ScoringPipeline
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 from streams.scoring.windows import WindowPolicy
 from streams.state.store import CLOCK_KEY, SIGNAL_POSITIONS_KEY, StateStore
 from tests.support.fake_kafka import FakeEvent, FakeMessage, FakeProducer, Metadata
+from tests.support.unit_pipeline import unit_pipeline
 
 NAMES = TopicNames("durable.")
 NOW_MS = 1_795_000_000_000
@@ -75,30 +74,10 @@ def _signals() -> list[FakeMessage]:
 def _pipeline(
     directory: Path, producer: FakeProducer, now_ms: int = NOW_MS, config: ScoringConfig = CONFIG
 ) -> ScoringPipeline:
-    retrying = Retrying(DeliveryHealth(), retry_initial=0.01)
-    store = StateStore(
-        state_dir=directory,
-        changelog_topic=NAMES.agent_state,
-        producer=lambda: producer,
-        delivery=retrying,
+    windows = WindowPolicy(size_ms=30_000, grace_ms=5_000)
+    return unit_pipeline(
+        directory, producer, names=NAMES, windows=windows, config=config, now_ms=now_ms
     )
-    pipeline = ScoringPipeline(
-        app=None,
-        store=store,
-        names=NAMES,
-        windows=WindowPolicy(size_ms=30_000, grace_ms=5_000),
-        config=lambda: config,
-        intake=SignalIntake(max_bytes=65_536, partitions=1, future_tolerance_ms=5000),
-        delivery=Delivery(lambda: producer, retrying),
-        rewind=_no_rewind,
-        now_ms=lambda: now_ms,
-    )
-    pipeline.mark_restored({0})
-    return pipeline
-
-
-async def _no_rewind(topic: str, partition: int, offset: int) -> None:
-    raise AssertionError("signal offsets are contiguous")
 
 
 async def _run(pipeline: ScoringPipeline, signals: list[FakeMessage]) -> None:

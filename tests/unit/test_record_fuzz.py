@@ -30,7 +30,6 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from streams.kafka.delivery import Delivery, DeliveryHealth, Retrying
 from streams.kafka.topics import TopicNames
 from streams.messages import (
     DID_RE,
@@ -85,8 +84,8 @@ from streams.scoring.model import (
 )
 from streams.scoring.windows import WindowPolicy
 from streams.sdk import partition_for
-from streams.state.store import StateStore
 from tests.support.fake_kafka import FakeEvent, FakeMessage, FakeProducer
+from tests.support.unit_pipeline import unit_pipeline
 
 NOW_MS = 1_795_000_000_000
 DAY_MS = 24 * 60 * 60 * 1000
@@ -1173,31 +1172,19 @@ def pipeline_runs(draw: st.DrawFn) -> list[list[In]]:
     return run
 
 
-async def _no_rewind(topic: str, partition: int, offset: int) -> None:
-    raise AssertionError(f"offsets are contiguous here, yet {topic}[{partition}]@{offset} rewound")
-
-
 async def run_pipeline(batches: list[list[In]], state_dir: Path) -> FakeProducer:
     """Feed ``batches`` to a pipeline on a local store; returns what it published."""
     producer = FakeProducer()
-    store = StateStore(
-        state_dir=state_dir, changelog_topic=NAMES.agent_state, producer=lambda: producer
-    )
-    intake = SignalIntake(
-        max_bytes=65_536, partitions=PIPELINE_PARTITIONS, future_tolerance_ms=5000
-    )
-    pipeline = ScoringPipeline(
-        app=None,
-        store=store,
+    pipeline = unit_pipeline(
+        state_dir,
+        producer,
         names=NAMES,
         windows=WINDOWS,
-        config=lambda: PIPELINE_CONFIG,
-        intake=intake,
-        delivery=Delivery(lambda: producer, Retrying(DeliveryHealth())),
-        rewind=_no_rewind,
-        now_ms=lambda: NOW_MS,
+        config=PIPELINE_CONFIG,
+        now_ms=NOW_MS,
+        partitions=PIPELINE_PARTITIONS,
     )
-    pipeline.mark_restored(set(range(PIPELINE_PARTITIONS)))
+    store, intake = pipeline.store, pipeline.handlers.intake
     counters = pipeline.counters
     next_offset: Counter[tuple[str, int]] = Counter()
     delivered: list[FakeMessage] = []
