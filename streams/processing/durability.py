@@ -171,9 +171,8 @@ class Durability:
             published.set_result(None)
         unpublished = self._unpublished
         for o in outbox.ordered:
-            agent = (o.partition, o.key)
-            if unpublished.get(agent) is published:  # type: ignore[arg-type]
-                del unpublished[agent]  # type: ignore[arg-type]
+            if o.key is not None and unpublished.get((o.partition, o.key)) is published:
+                del unpublished[o.partition, o.key]
 
     async def send_clocks(self) -> None:
         """Step 4 for ticks begun: the clocks they moved, sent (called holding the turn: they
