@@ -13,7 +13,7 @@ Exactly one update per (agent, window): a window is removed from the agent's sta
 write that records the update. A tick redelivered after a crash is recognised by its offset (the
 partition clock remembers the last tick applied) and ignored; the updates the last tick applied
 recorded are re-published, byte for byte, when the partition is taken over, before anything else
-of it is applied (see ControlRecords.republish_owed).
+of it is applied (see streams.processing.republishing).
 """
 
 from __future__ import annotations

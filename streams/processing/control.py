@@ -10,12 +10,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from streams.kafka.delivery import Outgoing
 from streams.messages import read_command
 from streams.processing.closing import PartitionClock, PartitionSchedule, decode_tick, tick_refusal
 from streams.processing.durability import Outbox
 from streams.processing.intake import Rejection
-from streams.processing.outputs import reinstatement_message
 from streams.scoring.agent import apply_reinstatement
 from streams.state.store import PartitionStates
 
@@ -129,13 +127,8 @@ class ControlRecords:
             reinstatement.requested_by,
             reinstatement.reason,
         )
-        outbox.add(
-            Outgoing(
-                self.names.revocations,
-                key,
-                reinstatement_message(command.agent_did, reinstatement),
-                message.partition,
-            )
+        self._handlers.publish.reinstatement(
+            command.agent_did, key, reinstatement, partition, outbox
         )
 
     def _refuse_internal(self, message: Any, kind: str, reason: str) -> None:

@@ -113,9 +113,7 @@ class RecordHandlers:
         #: Next signal offset to apply per topic of a partition (the pipeline's progress).
         self.positions: Callable[[int], list[int]] = lambda _partition: [0] * len(names.signals)
         #: What a partition's states recorded before it was taken over, re-published in time.
-        self.republishing = Republishing(
-            names, windows, counters, lambda partition: self.positions(partition)
-        )
+        self.republishing = Republishing(self.publish, lambda partition: self.positions(partition))
         self.control = ControlRecords(self)
 
     def schedule_for(self, partition: int) -> PartitionSchedule:

@@ -7,15 +7,19 @@ is byte-identical to the first (see :mod:`streams.processing.outputs`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from streams.kafka.delivery import Outgoing
 from streams.kafka.topics import TopicNames
 from streams.processing.durability import Outbox
 from streams.processing.intake import Rejection, dead_letter
-from streams.processing.outputs import revocation_message, score_update_message
-from streams.scoring.agent import CloseOutcome, Revocation
+from streams.processing.outputs import (
+    reinstatement_message,
+    revocation_message,
+    score_update_message,
+)
+from streams.scoring.agent import CloseOutcome, Reinstatement, Revocation, ScoreUpdate
 from streams.scoring.windows import WindowPolicy
 
 if TYPE_CHECKING:
@@ -73,23 +77,47 @@ class Publications:
     def closes(
         self, agent_did: str, key: bytes, closed: CloseOutcome, partition: int, outbox: Outbox
     ) -> None:
-        for update in closed.updates:
+        self.updates(agent_did, key, closed.updates, partition, outbox)
+        if closed.revocation is not None:
+            self.revocation(agent_did, key, closed.revocation, partition, outbox)
+
+    def updates(
+        self,
+        agent_did: str,
+        key: bytes,
+        updates: Iterable[ScoreUpdate],
+        partition: int,
+        outbox: Outbox,
+    ) -> None:
+        for update in updates:
             outbox.add(
                 Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
             )
-        if closed.revocation is not None:
-            self.revocation(agent_did, key, closed.revocation, partition, outbox)
 
     def revocation(
         self, agent_did: str, key: bytes, revocation: Revocation, partition: int, outbox: Outbox
     ) -> None:
+        """A new revocation (counted and logged)."""
         self.counters.revocations += 1
         log.info("Revoking %s: %s", agent_did, revocation.reason)
-        outbox.add(
-            Outgoing(
-                self.names.revocations,
-                key,
-                revocation_message(agent_did, revocation, self.names.signals, self.windows.size_ms),
-                partition,
-            )
+        self.revocation_again(agent_did, key, revocation, partition, outbox)
+
+    def revocation_again(
+        self, agent_did: str, key: bytes, revocation: Revocation, partition: int, outbox: Outbox
+    ) -> None:
+        """A revocation as recorded (new, or published again from its record)."""
+        message = revocation_message(
+            agent_did, revocation, self.names.signals, self.windows.size_ms
         )
+        outbox.add(Outgoing(self.names.revocations, key, message, partition))
+
+    def reinstatement(
+        self,
+        agent_did: str,
+        key: bytes,
+        reinstatement: Reinstatement,
+        partition: int,
+        outbox: Outbox,
+    ) -> None:
+        message = reinstatement_message(agent_did, reinstatement)
+        outbox.add(Outgoing(self.names.revocations, key, message, partition))

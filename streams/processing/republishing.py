@@ -28,17 +28,10 @@ record stored before it may go out twice, always as the same bytes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
-from streams.kafka.delivery import Outgoing
-from streams.kafka.topics import TopicNames
 from streams.processing.closing import PartitionClock, PartitionSchedule
 from streams.processing.durability import Outbox
-from streams.processing.outputs import (
-    reinstatement_message,
-    revocation_message,
-    score_update_message,
-)
+from streams.processing.publishing import Publications
 from streams.scoring.agent import (
     AgentState,
     CloseOutcome,
@@ -47,28 +40,15 @@ from streams.scoring.agent import (
     SignalTrigger,
     revoked_by_close,
 )
-from streams.scoring.windows import WindowPolicy
 from streams.state.store import PartitionStates
-
-if TYPE_CHECKING:
-    from streams.processing.handlers import PipelineCounters
-
 
 #: Signals applied ahead kept per partition before those released are dropped.
 AHEAD_KEPT = 1024
 
 
 class Republishing:
-    def __init__(
-        self,
-        names: TopicNames,
-        windows: WindowPolicy,
-        counters: PipelineCounters,
-        positions: Callable[[int], list[int]],
-    ) -> None:
-        self.names = names
-        self.windows = windows
-        self.counters = counters
+    def __init__(self, publish: Publications, positions: Callable[[int], list[int]]) -> None:
+        self.publish = publish
         #: Next signal offset to apply per topic (dimension order) of a partition: reading
         #: resumed at the stored ones when it was taken over.
         self.positions = positions
@@ -183,8 +163,7 @@ class Republishing:
         reinstatement = state.reinstatement
         if reinstatement is not None and key not in self._reinstated.get(partition, ()):
             self.reinstated(partition, key)
-            message = reinstatement_message(key.decode(), reinstatement)
-            outbox.add(Outgoing(self.names.revocations, key, message, partition))
+            self.publish.reinstatement(key.decode(), key, reinstatement, partition, outbox)
 
     def _unread_revocation(
         self, partition: int, key: bytes, state: AgentState, outbox: Outbox
@@ -207,12 +186,8 @@ class Republishing:
             self._revocation(partition, key, revocation, outbox)
 
     def _closes(self, partition: int, key: bytes, state: AgentState, outbox: Outbox) -> None:
-        agent_did = key.decode()
-        for update in state.last_updates:
-            self.counters.updates_republished += 1
-            outbox.add(
-                Outgoing(self.names.scores, key, score_update_message(agent_did, update), partition)
-            )
+        self.publish.counters.updates_republished += len(state.last_updates)
+        self.publish.updates(key.decode(), key, state.last_updates, partition, outbox)
         revocation = revoked_by_close(state)
         if revocation is not None:
             self._revocation(partition, key, revocation, outbox)
@@ -220,7 +195,4 @@ class Republishing:
     def _revocation(
         self, partition: int, key: bytes, revocation: Revocation, outbox: Outbox
     ) -> None:
-        message = revocation_message(
-            key.decode(), revocation, self.names.signals, self.windows.size_ms
-        )
-        outbox.add(Outgoing(self.names.revocations, key, message, partition))
+        self.publish.revocation_again(key.decode(), key, revocation, partition, outbox)
