@@ -37,6 +37,8 @@ from the last progress stored.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams.errors import TrustServiceError
@@ -68,6 +70,9 @@ class Outbox:
     #: Set when the states behind ``ordered`` are sent; done once the outputs are confirmed, or
     #: will never be (the worker has failed).
     published: asyncio.Future[None] | None = None
+    #: Record timestamps (epoch ms) of the critical signals whose new revocations are in
+    #: ``ordered``: their latency is observed once Kafka confirms them.
+    revoking_signals_ms: list[int] = field(default_factory=list)
 
     def add(self, output: Outgoing) -> None:
         """An output that records the state of its agent (``output.key``)."""
@@ -88,6 +93,9 @@ class Durability:
         #: Agents with a state in the changelog recording outputs not confirmed yet, each with
         #: its outbox's ``published``: no later state of theirs is sent until it is done.
         self._unpublished: dict[AgentKey, asyncio.Future[None]] = {}
+        #: Called with the seconds from each revoking critical signal's record timestamp until
+        #: its revocation was confirmed (metrics install it).
+        self.observe_revocation: Callable[[float], None] | None = None
 
     def fail(self, exc: BaseException) -> None:
         """A batch failed part-way: forget every staged change and refuse every later step."""
@@ -156,6 +164,11 @@ class Durability:
             self.fail(exc)  # cancelled too: its states say outputs went out that did not
             raise
         self._published(outbox)
+        observe = self.observe_revocation
+        if observe is not None and outbox.revoking_signals_ms:
+            now_s = time.time()
+            for signal_ms in outbox.revoking_signals_ms:
+                observe(max(0.0, now_s - signal_ms / 1000))
 
     def abandon(self, outbox: Outbox, exc: BaseException) -> None:
         """``outbox``'s states were sent and its outputs never will be: the worker has failed

@@ -271,6 +271,7 @@ class RecordHandlers:
                 self.publish.revocation(
                     signal.agent_did, key, outcome.revocation, message.partition, outbox
                 )
+                outbox.revoking_signals_ms.append(message.timestamp)
         else:
             self.counters.duplicates_skipped += 1
             # A redelivery: the state may exist only locally if the crash beat the changelog, so

@@ -256,6 +256,16 @@ class ScoringPipeline:
         self.handlers.observe_latency = observe
 
     @property
+    def observe_revocation(self) -> Callable[[float], None] | None:
+        """Called with the seconds from each revoking critical signal's record timestamp until
+        its revocation was confirmed (metrics install it)."""
+        return self.durability.observe_revocation
+
+    @observe_revocation.setter
+    def observe_revocation(self, observe: Callable[[float], None] | None) -> None:
+        self.durability.observe_revocation = observe
+
+    @property
     def failed(self) -> BaseException | None:
         """Why a batch failed part-way, if one did (the worker then stores nothing more)."""
         return self.durability.failed

@@ -37,14 +37,23 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class LatencyHistogram(Collector):
-    """Seconds from a signal's record timestamp until it was applied.
+    """A histogram of seconds (by default, from a signal's record timestamp until it was
+    applied).
 
     prometheus_client's Histogram takes a lock and walks every bucket per observation, about a
     microsecond; observed once per signal that was a measurable share of the hot path. Only the
     event loop's thread observes and collects, so plain counters suffice.
     """
 
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+    def __init__(
+        self,
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+        *,
+        name: str = "trust_processing_latency_seconds",
+        documentation: str = "Seconds from a signal's record timestamp until it was applied",
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
         self._bounds = list(buckets)
         self._counts = [0] * (len(buckets) + 1)  # the last one is +Inf
         self._sum = 0.0
@@ -56,8 +65,8 @@ class LatencyHistogram(Collector):
     def collect(self) -> Iterator[Metric]:
         cumulative = list(accumulate(self._counts))
         family = HistogramMetricFamily(
-            "trust_processing_latency_seconds",
-            "Seconds from a signal's record timestamp until it was applied",
+            self._name,
+            self._documentation,
             buckets=[
                 *(
                     (repr(bound), count)
@@ -254,6 +263,15 @@ def install(
     latency = LatencyHistogram()
     registry.register(latency)
     pipeline.observe_latency = latency.observe
+    revocation_latency = LatencyHistogram(
+        name="trust_revocation_latency_seconds",
+        documentation=(
+            "Seconds from a revoking critical signal's record timestamp until Kafka confirmed "
+            "its revocation"
+        ),
+    )
+    registry.register(revocation_latency)
+    pipeline.observe_revocation = revocation_latency.observe
 
     @app.page("/healthz")
     class Healthz(View):

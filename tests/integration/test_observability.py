@@ -54,12 +54,17 @@ async def test_health_readiness_and_metrics(
     fleet = Fleet(topic_prefix)
     good = [fleet.record(f"did:mesh:m{i}", "output_quality", 0.9) for i in range(30)]
     good += [fleet.record(f"did:mesh:m{i}", "security_posture", 0.1) for i in range(3)]
+    # Two critical signals: 375 after the first, 250 (revoked) after the second.
+    revoking = [
+        fleet.record("did:mesh:r", "policy_compliance", 0.0),
+        fleet.record("did:mesh:r", "security_posture", 0.0),
+    ]
     bad = [(signal_topic(topic_prefix, "output_quality"), b"did:mesh:x", b"not json")]
-    await produce(kafka_bootstrap, good + bad)
+    await produce(kafka_bootstrap, good + revoking + bad)
     await consume(
         kafka_bootstrap,
         [f"{topic_prefix}trust.scores"],
-        until=lambda r: len(r) >= 30,
+        until=lambda r: len(r) >= 31,
         timeout=30,
         what="the updates",
     )
@@ -67,12 +72,15 @@ async def test_health_readiness_and_metrics(
     text = wait_for(
         port,
         "/metrics",
-        lambda status, body: status == 200 and "trust_windows_closed_total 30.0" in body,
+        lambda status, body: status == 200 and "trust_windows_closed_total 31.0" in body,
     )
     assert metric(text, "trust_signals_applied_total", dimension="output_quality") == 30
-    assert metric(text, "trust_signals_applied_total", dimension="security_posture") == 3
+    assert metric(text, "trust_signals_applied_total", dimension="security_posture") == 4
     assert metric(text, "trust_dead_letters_total") == 1
-    assert metric(text, "trust_revocations_total") == 0
-    assert metric(text, "trust_processing_latency_seconds_count") == 33
+    assert metric(text, "trust_revocations_total") == 1
+    assert metric(text, "trust_processing_latency_seconds_count") == 35
+    # The revocation's latency, once Kafka confirmed it: from its signal's record timestamp.
+    assert metric(text, "trust_revocation_latency_seconds_count") == 1
+    assert 0 < metric(text, "trust_revocation_latency_seconds_sum") < 30
     assert metric(text, "trust_config_version") == 0
     assert "trust_consumer_lag{" in text
