@@ -37,8 +37,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class LatencyHistogram(Collector):
-    """A histogram of seconds (by default, from a signal's record timestamp until it was
-    applied).
+    """A histogram of seconds, exported as ``name``.
 
     prometheus_client's Histogram takes a lock and walks every bucket per observation, about a
     microsecond; observed once per signal that was a measurable share of the hot path. Only the
@@ -46,11 +45,7 @@ class LatencyHistogram(Collector):
     """
 
     def __init__(
-        self,
-        buckets: tuple[float, ...] = LATENCY_BUCKETS,
-        *,
-        name: str = "trust_processing_latency_seconds",
-        documentation: str = "Seconds from a signal's record timestamp until it was applied",
+        self, name: str, documentation: str, buckets: tuple[float, ...] = LATENCY_BUCKETS
     ) -> None:
         self._name = name
         self._documentation = documentation
@@ -260,15 +255,16 @@ def install(
     """Register the health, readiness and metrics pages and the latency histogram."""
     registry = CollectorRegistry()
     registry.register(PipelineCollector(app, pipeline, config, feed, broker))
-    latency = LatencyHistogram()
+    latency = LatencyHistogram(
+        "trust_processing_latency_seconds",
+        "Seconds from a signal's record timestamp until it was applied",
+    )
     registry.register(latency)
     pipeline.observe_latency = latency.observe
     revocation_latency = LatencyHistogram(
-        name="trust_revocation_latency_seconds",
-        documentation=(
-            "Seconds from a revoking critical signal's record timestamp until Kafka confirmed "
-            "its revocation"
-        ),
+        "trust_revocation_latency_seconds",
+        "Seconds from a revoking critical signal's record timestamp until Kafka confirmed its "
+        "revocation",
     )
     registry.register(revocation_latency)
     pipeline.observe_revocation = revocation_latency.observe

@@ -105,9 +105,7 @@ async def test_a_revocation_published_again_is_not_observed_again(tmp_path: Path
 
 def test_the_histogram_is_exported_under_its_own_name() -> None:
     registry = CollectorRegistry()
-    histogram = LatencyHistogram(
-        name="trust_revocation_latency_seconds", documentation="Revocation latency"
-    )
+    histogram = LatencyHistogram("trust_revocation_latency_seconds", "Revocation latency")
     registry.register(histogram)
     histogram.observe(0.02)
     histogram.observe(0.3)
