@@ -31,6 +31,7 @@ from streams.processing.intake import DEFAULT_KEPT_BYTES, SignalIntake
 from streams.processing.merge import SignalMerge, arrivals
 from streams.processing.ownership import Ownership
 from streams.processing.progress import SignalProgress
+from streams.processing.turns import SignalTurnBudget
 from streams.processing.windowclosing import WindowClosing
 from streams.scoring.agent import ConfigAt
 from streams.scoring.model import ScoringConfig
@@ -125,8 +126,9 @@ class ScoringPipeline:
             len(names.signals), wait_ms=merge_wait_ms, fetch_wait_ms=merge_fetch_wait_ms
         )
         self.handlers.idle = self.merge.idle
-        #: Signals applied per turn at most: a turn holds the event loop (ticks, HTTP).
-        self.release_max = release_max
+        #: Signals applied per turn: as many as fit in a few milliseconds, at most
+        #: ``release_max`` (a turn holds the event loop: see streams.processing.turns).
+        self.turn_budget = SignalTurnBudget(release_max)
         # The handlers' per-partition indexes, shared: dropped here when a partition goes.
         self.schedules = self.handlers.schedules
         self.clocks = self.handlers.clocks
@@ -231,9 +233,10 @@ class ScoringPipeline:
             ahead = self.merge.take_ahead(now_ms)
             if ahead:
                 await self._committing(self._apply_ahead, ahead)
-            released = self.merge.release(now_ms, self.release_max)
+            budget = self.turn_budget
+            released = self.merge.release(now_ms, budget.signals())
             if released:
-                await self._process_records(released)
+                budget.observe(len(released), await self._process_records(released))
                 self._stage_progress(self.progress.advance(released))
             self.closing.signal_turn_seconds = time.perf_counter() - started
 
@@ -280,8 +283,8 @@ class ScoringPipeline:
             # Never score with stale weights: wait until the config topic has been read.
             await self.config_ready.wait()
 
-    async def _process_records(self, records: Sequence[Any]) -> None:
-        await self._committing(self._apply_records, records)
+    async def _process_records(self, records: Sequence[Any]) -> float:
+        return await self._committing(self._apply_records, records)
 
     def _apply_records(self, records: Sequence[Any], outbox: Outbox) -> None:
         for partition, partition_records in by_partition(records).items():
@@ -293,13 +296,16 @@ class ScoringPipeline:
 
     async def _committing(
         self, apply: Callable[[Sequence[Any], Outbox], None], items: Sequence[Any]
-    ) -> None:
+    ) -> float:
         """``apply`` the items, then store and send what they led to (the states behind
-        outputs, then the outputs)."""
+        outputs, then the outputs). Returns the seconds the applying took."""
         try:
             outbox = Outbox()
+            started = time.perf_counter()
             apply(items, outbox)
+            applied_in = time.perf_counter() - started
             await self.durability.commit_outputs(outbox)
+            return applied_in
         except BaseException as exc:
             # Cached and staged states may hold half-applied changes: forget them all, and
             # refuse every later persist, so no position past them is ever stored.
