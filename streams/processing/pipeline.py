@@ -236,7 +236,10 @@ class ScoringPipeline:
             budget = self.turn_budget
             released = self.merge.release(now_ms, budget.signals())
             if released:
-                budget.observe(len(released), await self._process_records(released))
+                applied_in = await self._process_records(released)
+                budget.observe(
+                    len(released), applied_in, (now_ms - released[-1].timestamp) / 1000
+                )
                 self._stage_progress(self.progress.advance(released))
             self.closing.signal_turn_seconds = time.perf_counter() - started
 
