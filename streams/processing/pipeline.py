@@ -237,9 +237,7 @@ class ScoringPipeline:
             released = self.merge.release(now_ms, budget.signals())
             if released:
                 applied_in = await self._process_records(released)
-                budget.observe(
-                    len(released), applied_in, (now_ms - released[-1].timestamp) / 1000
-                )
+                budget.observe(len(released), applied_in, (now_ms - released[-1].timestamp) / 1000)
                 self._stage_progress(self.progress.advance(released))
             self.closing.signal_turn_seconds = time.perf_counter() - started
 
