@@ -891,8 +891,8 @@ def build_result(
         "revocation was checked to name the probe's own signal (topic, partition, offset) as "
         "its trigger.",
         "What a revocation waits for in the worker: the turn that holds the worker when its "
-        "signal is fetched (a signal batch, a checkpoint slice, or a closing turn of about 20 "
-        "ms, the encoding and sending of its closed agents' states included), the reading "
+        "signal is fetched (a signal turn of about 3 ms, a checkpoint slice, or a closing turn "
+        "of 5-20 ms, the encoding and sending of its closed agents' states included), the reading "
         "of the records fetched with it, then, applied ahead of the other "
         "agents' signals queued before it, its agent's state written to the changelog "
         "(acks=all) before the revocation is published, and the revocation's own produce and "
