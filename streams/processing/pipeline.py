@@ -239,7 +239,9 @@ class ScoringPipeline:
                 applied_in = await self._process_records(released)
                 budget.observe(len(released), applied_in, (now_ms - released[-1].timestamp) / 1000)
                 self._stage_progress(self.progress.advance(released))
-            self.closing.signal_turn_seconds = time.perf_counter() - started
+            ended = time.perf_counter()
+            self.closing.signal_turn_seconds = ended - started
+            self.closing.signal_turn_ended = ended
 
     def signal_positions(self, partition: int) -> list[int]:
         """Next offset to read per signal topic (dimension order) of ``partition``: the position

@@ -110,3 +110,17 @@ async def test_windows_are_due_until_every_pending_close_is_done(clock: FakeCloc
         await closing._close_turn({0, 1})
         turns += 1
     assert turns > 1 and not handlers.schedules[0].pending
+
+
+def test_closing_turns_follow_signal_turns_and_take_their_longest_when_signals_stop(
+    clock: FakeClock,
+) -> None:
+    closing = closing_for(Handlers(clock, agents=10), clock)
+    closing.min_turn_seconds = 0.005
+    clock.now = 100.0
+    closing.signal_turn_seconds, closing.signal_turn_ended = 0.003, clock.now
+    assert closing.turn_seconds() == 0.005  # signals flowing: as short as allowed
+    closing.signal_turn_seconds = 0.012
+    assert closing.turn_seconds() == 0.012  # as long as the last signal turn
+    clock.now += windowclosing.SIGNALS_IDLE_SECONDS * 2
+    assert closing.turn_seconds() == CLOSE_TURN_MAX_SECONDS  # nothing waits for the worker
