@@ -213,7 +213,7 @@ class Settings(KafkaSecuritySettings):
     def _check_advertised_url(cls, value: str) -> str:
         return check_advertised_url(value)
 
-    batch_max: int = Field(default=2000, ge=1, description="Most signals a turn applies.")
+    batch_max: int = Field(default=2000, ge=1, description="Most records a batch or turn takes.")
     batch_within_seconds: float = Field(default=0.05, gt=0)
     state_cache_agents: int = Field(
         default=20_000, ge=0, description="Decoded agent states kept in memory between batches."

@@ -13,7 +13,10 @@ Except when catching up: once the signals applied are more than ``CATCH_UP_SECON
 the clock (a backlog after an outage, a redeploy, a replay), a turn takes a whole batch again.
 Each turn has a cost of its own (reading, merging, confirming), and short turns cost a backlog
 drain about 30% of its rate (measured: 38,500-44,300 signals/s against 57,100-60,200); a
-revocation is late by the backlog anyway, and is read sooner the sooner that is drained.
+revocation is late by the backlog anyway, and is read sooner the sooner that is drained. A
+producer that stamps its signals long ago can put the worker in that mode for the turns whose
+last signal is one of its own: it then takes whole batches, as it always did before turns were
+timed, and nothing but the latency changes.
 
 Why timed rather than counted: what a signal costs depends on its agent's state (a fresh agent's
 is a fraction of one with full recent values) and on the machine, so a count right for one

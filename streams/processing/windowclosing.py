@@ -118,9 +118,8 @@ class WindowClosing:
         turn has run for a while (nothing waits for the worker, and each turn costs its own
         sending and confirming: measured, 10,000 windows closed after their signals stopped
         were published 770 ms after their end plus grace at p99 in 5 ms turns, 440 ms in these
-        longest turns). A fixed short turn
-        starved closing: at 15,000 signals/s over 100,000 agents it fell behind by more than
-        half, and open windows piled up in the states."""
+        longest turns). A fixed short turn starved closing: at 15,000 signals/s over 100,000
+        agents it fell behind by more than half, and open windows piled up in the states."""
         if time.perf_counter() - self.signal_turn_ended > SIGNALS_IDLE_SECONDS:
             return CLOSE_TURN_MAX_SECONDS
         return min(CLOSE_TURN_MAX_SECONDS, max(self.min_turn_seconds, self.signal_turn_seconds))
