@@ -25,7 +25,7 @@ from tests.support.unit_pipeline import unit_pipeline
 
 NAMES = TopicNames("turns.")
 NOW_MS = 1_795_000_020_000
-#: A second ago: live (the worker is not catching up), and not held by the merge for its time.
+#: 1.5 s ago: live (the worker is not catching up), and not held by the merge for its time.
 LIVE_MS = NOW_MS - 1_500
 #: Ten minutes ago: a backlog, caught up with in whole batches.
 OLD_MS = NOW_MS - 600_000
