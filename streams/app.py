@@ -16,6 +16,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams.gcpacing import PacedCollection
 from streams.kafka import clients, faustbridge
 from streams.kafka.brokerwatch import BrokerWatch, metadata_probe
 from streams.kafka.clients import KafkaConnection, faust_broker_options
@@ -225,6 +226,12 @@ def create_app(settings: Settings) -> TrustApp:
     async def watch_broker() -> None:
         await broker.run()
 
+    collection = PacedCollection()
+
+    @app.task
+    async def collect_garbage() -> None:
+        await collection.run()
+
     last_reported: list[str] = [""]
 
     @app.timer(10.0, name="progress-report")
@@ -309,7 +316,7 @@ def create_app(settings: Settings) -> TrustApp:
         await revocation_lane.stop()
         await restorers.release()
 
-    install_observability(app, pipeline, config, feed, broker)
+    install_observability(app, pipeline, config, feed, broker, collection.stats)
     api = install_api(
         app,
         settings,

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from streams.gcpacing import KINDS, GcStats
 from streams.kafka.brokerwatch import BrokerWatch
 from streams.kafka.faustbridge import faust_consumer
 from streams.processing.config_topic import ConfigFollower
@@ -245,16 +246,55 @@ class PipelineCollector(Collector):
         return lag
 
 
+class GcCollector(Collector):
+    """The paced garbage collections (:mod:`streams.gcpacing`): how many, how long."""
+
+    def __init__(self, stats: GcStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        count = CounterMetricFamily(
+            "trust_gc_collections", "Paced garbage collections, by kind", labels=["kind"]
+        )
+        seconds = CounterMetricFamily(
+            "trust_gc_seconds", "Seconds spent in paced garbage collections", labels=["kind"]
+        )
+        longest = GaugeMetricFamily(
+            "trust_gc_longest_pause_seconds",
+            "The longest paced garbage collection so far, by kind",
+            labels=["kind"],
+        )
+        for kind in KINDS:
+            count.add_metric([kind], stats.collections[kind])
+            seconds.add_metric([kind], stats.seconds[kind])
+            longest.add_metric([kind], stats.longest[kind])
+        yield from (count, seconds, longest)
+        yield GaugeMetricFamily(
+            "trust_gc_frozen_objects",
+            "Objects held after the last full collection (no other collection walks them)",
+            value=stats.frozen,
+        )
+        yield GaugeMetricFamily(
+            "trust_gc_memory_blocks",
+            "Memory blocks Python held at the last look (a full collection is due when doubled)",
+            value=stats.blocks,
+        )
+
+
 def install(
     app: Any,
     pipeline: ScoringPipeline,
     config: ConfigFollower,
     feed: SignalFeed | None = None,
     broker: BrokerWatch | None = None,
+    gc_stats: GcStats | None = None,
 ) -> None:
     """Register the health, readiness and metrics pages and the latency histogram."""
     registry = CollectorRegistry()
     registry.register(PipelineCollector(app, pipeline, config, feed, broker))
+    if gc_stats is not None:
+        registry.register(GcCollector(gc_stats))
     latency = LatencyHistogram(
         "trust_processing_latency_seconds",
         "Seconds from a signal's record timestamp until it was applied",

@@ -84,3 +84,9 @@ async def test_health_readiness_and_metrics(
     assert 0 < metric(text, "trust_revocation_latency_seconds_sum") < 30
     assert metric(text, "trust_config_version") == 0
     assert "trust_consumer_lag{" in text
+    # Garbage is collected on the worker's schedule (streams.gcpacing): young objects every
+    # half second, and everything once as it starts, what survives frozen.
+    assert metric(text, "trust_gc_collections_total", kind="young") >= 1
+    assert metric(text, "trust_gc_collections_total", kind="full") == 1
+    assert metric(text, "trust_gc_frozen_objects") > 10_000
+    assert metric(text, "trust_gc_memory_blocks") > metric(text, "trust_gc_frozen_objects")
