@@ -18,7 +18,9 @@ from bisect import insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Any
 
+from streams.scoring.explained import explained_entry
 from streams.scoring.formulas import dimension_score, total_score
 from streams.scoring.model import (
     CRITICAL_SIGNAL_VALUE,
@@ -97,9 +99,8 @@ class AgentState:
     #: dimension falls below that level, or falls below the floor after having recovered to it
     #: (its entry is then None). Cleared by a revocation, and once every entry is None.
     reinstated_dimension_scores: tuple[float | None, ...] | None = None
-    #: The last few signals applied, newest last, for explanations: (dimension, value, source,
-    #: timestamp ms).
-    recent_signals: list[tuple[int, float, str, int]] = field(default_factory=list)
+    #: The last few signals applied, newest last, for explanations (streams.scoring.explained).
+    recent_signals: list[bytes] = field(default_factory=list)
     #: When (epoch ms) the last signal was applied, by the worker's clock; 0: none yet. Not the
     #: signal's own timestamp, which a producer could forge into the future to keep it alive.
     last_signal_at_ms: int = 0
@@ -110,16 +111,15 @@ class AgentState:
     scores_known: list[float | None] = field(
         default_factory=lambda: [None] * N_DIMENSIONS, compare=False, repr=False
     )
-    #: What the state codec last wrote for each dimension's ``recent`` values, and for
-    #: ``history``: (the list written, its JSON), or None until written again. A state is encoded
-    #: at every checkpoint, and between two of them a signal changes one dimension's values and
-    #: a window close the history, so the rest is reused (an encoding of a full state costs a
-    #: third as much). Each entry holds the list it was written from, so a list replaced is
-    #: written afresh; a list changed in place must have its entry cleared: :func:`apply_signal`
-    #: does for its dimension, and :func:`_record_history` for the history, the only two that
-    #: change them. Not stored, not part of equality.
-    recent_written: list[tuple[list[float], bytes] | None] = field(
-        default_factory=lambda: [None] * N_DIMENSIONS, compare=False, repr=False
+    #: What the state codec last wrote for each dimension's ``recent`` values (entry d: the list
+    #: written, or None; entry N_DIMENSIONS + d: its JSON; kept in place, making no object for
+    #: the collector to walk) and for ``history`` (the list, its JSON). Between two checkpoints a
+    #: signal changes one dimension's values and a window close the history: the rest is reused
+    #: (a full state's encoding costs a third as much). A list replaced is written afresh; one
+    #: changed in place must have its entry cleared: :func:`apply_signal` does for its dimension,
+    #: :func:`_record_history` for the history. Not stored, not part of equality.
+    recent_written: list[Any] = field(
+        default_factory=lambda: [None] * (2 * N_DIMENSIONS), compare=False, repr=False
     )
     history_written: tuple[list[tuple[int, int]], bytes] | None = field(
         default=None, compare=False, repr=False
@@ -281,7 +281,7 @@ def apply_signal(
     state.recent_written[d] = None
     state.lifetime[d] += 1
     explained = state.recent_signals
-    explained.append((d, value, source, signal_ms))
+    explained.append(explained_entry(d, value, source, signal_ms))
     if len(explained) > EXPLAINED_SIGNALS:
         del explained[0]
 

@@ -25,7 +25,14 @@ from typing import Any
 
 import orjson
 
-from streams.scoring.agent import AgentState, Reinstatement, Revocation, ScoreUpdate, SignalTrigger
+from streams.scoring.agent import (
+    N_DIMENSIONS,
+    AgentState,
+    Reinstatement,
+    Revocation,
+    ScoreUpdate,
+    SignalTrigger,
+)
 from streams.scoring.decoding import StateFormatError as StateFormatError
 from streams.scoring.decoding import state_from_fields
 
@@ -115,10 +122,10 @@ def _recent_json(state: AgentState) -> list[orjson.Fragment]:
     written = state.recent_written
     parts = []
     for d, values in enumerate(state.recent):
-        entry = written[d]
-        if entry is None or entry[0] is not values:
-            entry = written[d] = (values, _kept(orjson.dumps(values)))
-        parts.append(orjson.Fragment(entry[1]))
+        if written[d] is not values:
+            written[d] = values
+            written[N_DIMENSIONS + d] = _kept(orjson.dumps(values))
+        parts.append(orjson.Fragment(written[N_DIMENSIONS + d]))
     return parts
 
 
@@ -157,7 +164,7 @@ def encode_state(state: AgentState) -> bytes:
             state.applied_command_offset,
             _encode_reinstatement(state.reinstatement),
             state.reinstated_at_score,
-            state.recent_signals,
+            [orjson.Fragment(entry) for entry in state.recent_signals],
             state.reinstated_dimension_scores,
             state.last_signal_at_ms,
             state.last_close_signal,

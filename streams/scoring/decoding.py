@@ -20,6 +20,7 @@ from streams.scoring.agent import (
     WindowTally,
     WindowTrigger,
 )
+from streams.scoring.explained import explained_entry
 from streams.scoring.model import HISTORY_LENGTH, RECENT_SIGNALS_PER_DIMENSION
 
 _N = N_DIMENSIONS
@@ -235,7 +236,7 @@ def _decode_recent(raw: Any) -> list[list[float]]:
     return raw
 
 
-def _decode_explained(raw: Any) -> list[tuple[int, float, str, int]]:
+def _decode_explained(raw: Any) -> list[bytes]:
     if not (type(raw) is list and len(raw) <= EXPLAINED_SIGNALS):
         raise _damaged("its recent signals")
     explained = []
@@ -249,7 +250,7 @@ def _decode_explained(raw: Any) -> list[tuple[int, float, str, int]]:
             and type(at) is int
         ):
             raise _damaged("its recent signals")
-        explained.append((d, value, source, at))
+        explained.append(explained_entry(d, float(value), source, at))
     return explained
 
 

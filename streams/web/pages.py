@@ -19,6 +19,7 @@ from typing import Any
 from streams.errors import TrustServiceError
 from streams.messages import iso_utc
 from streams.scoring.agent import AgentState
+from streams.scoring.explained import explained
 from streams.scoring.formulas import contribution_points, trend
 from streams.scoring.model import DIMENSIONS, ScoringConfig, tier_for
 
@@ -62,7 +63,7 @@ def explanation(did: str, state: AgentState, config: ScoringConfig) -> dict[str,
         },
         "recent_signals": [
             {"dimension": DIMENSIONS[d].value, "value": v, "source": s, "timestamp": iso_utc(t)}
-            for d, v, s, t in state.recent_signals
+            for d, v, s, t in explained(state.recent_signals)
         ],
         "history": [{"at": iso_utc(at), "score": score} for at, score in state.history],
         "trend": trend([score for _, score in state.history]),

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from streams.kafka.topics import TopicNames
 from streams.scoring.agent import EXPLAINED_SIGNALS, AgentState, ScoreUpdate
 from streams.scoring.codec import encode_state
+from streams.scoring.explained import explained_entry
 from streams.scoring.formulas import total_score
 from streams.scoring.model import (
     DEFAULT_WEIGHTS,
@@ -48,7 +49,9 @@ def full_state(rng: random.Random, now_ms: int) -> AgentState:
         for i in range(HISTORY_LENGTH)
     ]
     state.recent_signals = [
-        (i % len(DIMENSIONS), rng.choice(BACKGROUND_VALUES), SOURCE, now_ms - i * 1000)
+        explained_entry(
+            i % len(DIMENSIONS), rng.choice(BACKGROUND_VALUES), SOURCE, now_ms - i * 1000
+        )
         for i in range(EXPLAINED_SIGNALS)
     ]
     start = now_ms - now_ms % window_ms - 2 * window_ms

@@ -28,6 +28,7 @@ from streams.scoring.agent import (
     revocation_id,
 )
 from streams.scoring.codec import FORMAT_VERSION, StateFormatError, decode_state, encode_state
+from streams.scoring.explained import explained_entry
 from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
 from streams.scoring.windows import WindowPolicy
 
@@ -391,7 +392,8 @@ states = st.builds(
         st.none(), st.tuples(*[st.one_of(st.none(), scores_0_100)] * 5)
     ),
     recent_signals=st.lists(
-        st.tuples(st.integers(0, 4), finite_unit, st.text(max_size=20), small), max_size=10
+        st.builds(explained_entry, st.integers(0, 4), finite_unit, st.text(max_size=20), small),
+        max_size=10,
     ),
     last_signal_at_ms=small,
 )
@@ -424,7 +426,7 @@ def test_codec_round_trips_a_state_built_by_real_transitions() -> None:
 def written_afresh(state: AgentState) -> bytes:
     """``state`` encoded with nothing reused from an earlier encoding."""
     fresh = copy.copy(state)
-    fresh.recent_written = [None] * len(state.recent)
+    fresh.recent_written = [None] * (2 * len(state.recent))
     fresh.history_written = None
     return encode_state(fresh)
 

@@ -13,6 +13,7 @@ from rocksdict import WriteBatch
 
 from streams.scoring.agent import AgentState, WindowTally
 from streams.scoring.codec import decode_state, encode_state
+from streams.scoring.explained import explained_entry
 from streams.state.cache import held_bytes
 from streams.state.localdb import RocksMemory, open_partition_db
 from streams.state.store import StateStore
@@ -23,7 +24,7 @@ def _state(recent_values: int, history: int, explained: int = 0) -> AgentState:
     state.recent = [[0.1 + i / 1000 for i in range(recent_values)] for _ in range(5)]
     state.history = [(1_795_000_000_000 + i * 30_000, 500 + i) for i in range(history)]
     state.recent_signals = [
-        (i % 5, 0.5, "source-x", 1_795_000_000_000 + i) for i in range(explained)
+        explained_entry(i % 5, 0.5, "source-x", 1_795_000_000_000 + i) for i in range(explained)
     ]
     for start in range(0, 30_000 * (explained // 5), 30_000):
         state.open_windows[1_795_000_000_000 + start] = WindowTally([1, 2, 3, 4, 5], 0)
