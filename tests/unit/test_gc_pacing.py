@@ -9,15 +9,15 @@ from collections.abc import Iterator
 import pytest
 
 from streams import gcpacing
-from streams.scoring.agent import AgentState, SignalTrigger, apply_signal
-from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
-from streams.scoring.windows import WindowPolicy
 from streams.gcpacing import (
     FULL_MIN_INTERVAL_S,
     GROWTH_CHECK_EVERY,
     YOUNG_INTERVAL_S,
     PacedCollection,
 )
+from streams.scoring.agent import AgentState, SignalTrigger, apply_signal
+from streams.scoring.model import DEFAULT_WEIGHTS, ScoringConfig
+from streams.scoring.windows import WindowPolicy
 
 
 class FakeGc:
