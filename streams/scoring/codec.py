@@ -25,14 +25,7 @@ from typing import Any
 
 import orjson
 
-from streams.scoring.agent import (
-    N_DIMENSIONS,
-    AgentState,
-    Reinstatement,
-    Revocation,
-    ScoreUpdate,
-    SignalTrigger,
-)
+from streams.scoring.agent import AgentState, Reinstatement, Revocation, ScoreUpdate, SignalTrigger
 from streams.scoring.decoding import StateFormatError as StateFormatError
 from streams.scoring.decoding import state_from_fields
 
@@ -120,12 +113,13 @@ def _kept(written: bytes) -> bytes:
 def _recent_json(state: AgentState) -> list[orjson.Fragment]:
     """Each dimension's recent values as JSON, written again only for a list changed since."""
     written = state.recent_written
+    json_at = len(state.recent)  # the lists written first, then their JSON
     parts = []
     for d, values in enumerate(state.recent):
         if written[d] is not values:
             written[d] = values
-            written[N_DIMENSIONS + d] = _kept(orjson.dumps(values))
-        parts.append(orjson.Fragment(written[N_DIMENSIONS + d]))
+            written[json_at + d] = _kept(orjson.dumps(values))
+        parts.append(orjson.Fragment(written[json_at + d]))
     return parts
 
 
