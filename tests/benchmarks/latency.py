@@ -54,6 +54,7 @@ from streams.scoring.model import (
     Dimension,
 )
 from streams.settings import Settings
+from tests.benchmarks.handover import HandoverWatch
 from tests.benchmarks.results import RESULTS_DIR, Result, Series, Target, load, percentile
 from tests.benchmarks.state import cpu_seconds, pid_of
 from tests.support.broker import provide_broker
@@ -459,6 +460,9 @@ class LevelResult:
     #: of all its cores: the worker, the broker and the load generator together).
     worker_cpu: float = 0.0
     machine_cpu: float = 0.0
+    #: Per probe, ms from its record's timestamp until a plain consumer beside the worker had it
+    #: (tests/benchmarks/handover.py): Kafka's and the machine's part of its latency.
+    handover_ms: list[float] = field(default_factory=list)
 
 
 def check_revocation(event: dict[str, Any], probe: Probe, topic: str, expected_total: int) -> None:
@@ -501,6 +505,14 @@ async def run_level(
     rng: random.Random,
 ) -> LevelResult:
     probe_topic = names.signals[PROBE_DIMENSION]
+    handover = HandoverWatch(
+        bootstrap,
+        probe_topic,
+        PARTITIONS,
+        [did.encode() for did in probe_dids],
+        duration + REVOCATION_WAIT_S,
+    )
+    await handover.start()
     worker_cpu_before, machine_before = cpu_seconds(pid_of(worker)), machine_cpu_times()
     started = time.perf_counter()
     background, probes = await asyncio.gather(
@@ -524,6 +536,12 @@ async def run_level(
         raise BenchmarkFailure(
             f"{len(missing)} of {len(probes)} probes at {percent}% load got no revocation within "
             f"{REVOCATION_WAIT_S:.0f} s of the last probe (e.g. {shown})"
+        )
+    handover_ms = await handover.result()
+    if len(handover_ms) != len(probes):
+        raise BenchmarkFailure(
+            f"a plain consumer beside the worker read {len(handover_ms)} of {len(probes)} probe "
+            f"records at {percent}% load"
         )
     events = {key: orjson.loads(value) for _, key, value in revocations.records}
     latencies = []
@@ -549,6 +567,7 @@ async def run_level(
         drain_s,
         worker_cpu,
         machine_cpu,
+        list(handover_ms.values()),
     )
 
 
@@ -830,6 +849,12 @@ def build_result(
         )
         result.add(
             f"revocation_max_ms_{pct}pct", f"revocation latency max, {pct}% load", max(values), "ms"
+        )
+        result.add(
+            f"probe_handover_p99_ms_{pct}pct",
+            f"probe's record there for a plain consumer beside the worker, p99, {pct}% load",
+            percentile(level.handover_ms, 99),
+            "ms",
         )
         result.add(
             f"backlog_drain_s_{pct}pct",

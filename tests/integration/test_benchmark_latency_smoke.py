@@ -33,6 +33,7 @@ PER_LEVEL_KEYS = (
     "revocation_p50_ms",
     "revocation_p99_ms",
     "revocation_max_ms",
+    "probe_handover_p99_ms",
     "backlog_drain_s",
     "worker_cpu_pct",
     "machine_cpu_pct",
