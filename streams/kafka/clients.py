@@ -305,17 +305,6 @@ def client(where: Connectable, *, purpose: str, **overrides: Any) -> AIOKafkaCli
     return _Client(conn, **overrides, **_base(conn, purpose, None))
 
 
-def fetch_position(consumer: AIOKafkaConsumer, tp: Any) -> int | None:
-    """The offset ``consumer`` fetches ``tp`` from next (past transaction markers), without
-    waiting: ``AIOKafkaConsumer.position`` is a coroutine, too costly to ask per merge step.
-    None when the partition is not assigned or has no position yet."""
-    subscription = consumer._subscription.subscription  # aiokafka's own record of positions
-    if subscription is None or tp not in subscription.assignment.tps:
-        return None
-    state = subscription.assignment.state_value(tp)
-    return state.position if state.has_valid_position else None
-
-
 def admin_options(
     where: Connectable, *, purpose: str = "admin", **overrides: Any
 ) -> dict[str, Any]:

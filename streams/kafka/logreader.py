@@ -193,8 +193,12 @@ def _take(
                 if part.end is None:
                     part.end = data[0] if version >= 4 else highwater
                 start = part.position
-                batches, part.position = _batches(
-                    topic, number, MemoryRecords(data[-1]), start, _aborted(version, data)
+                batches, part.position = data_batches(
+                    topic,
+                    number,
+                    MemoryRecords(data[-1]),
+                    start,
+                    aborted_transactions(version, data),
                 )
                 if batches:
                     ready.append(
@@ -228,7 +232,7 @@ def _take(
     return ready
 
 
-def _aborted(version: int, data: list[Any]) -> list[tuple[int, int]]:
+def aborted_transactions(version: int, data: list[Any]) -> list[tuple[int, int]]:
     """(producer id, first offset) of the transactions aborted in this answer, oldest first."""
     if version < 4:
         return []
@@ -236,7 +240,7 @@ def _aborted(version: int, data: list[Any]) -> list[tuple[int, int]]:
     return sorted(aborted or [], key=lambda pair: pair[1])
 
 
-def _batches(
+def data_batches(
     topic: str, number: int, records: Any, position: int, aborted: list[tuple[int, int]]
 ) -> tuple[list[Any], int]:
     """The data batches of an answer from ``position`` on, and the offset to fetch next."""

@@ -1,4 +1,5 @@
-"""Signals read by a plain aiokafka consumer, for exactly the partitions Faust assigned this worker.
+"""Signals read by the worker's own reader (:mod:`streams.kafka.signalreader`), for exactly the
+partitions Faust assigned this worker.
 
 Why not through Faust: Faust's per-record machinery (the consumer thread hand-off, a task per
 record in its stream iterator, per-record acknowledgements) costs several times more than scoring a
@@ -28,10 +29,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
-from streams.kafka import clients
-from streams.kafka.clients import Connectable, fetch_position
+from streams.kafka.clients import Connectable
+from streams.kafka.signalreader import SignalReader
 from streams.processing.merge import SignalMerge
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ HeldStates = Callable[[], int]
 THROTTLE_POLL_S = 0.005
 #: Longest a fetch waits for records when nothing is held for a time.
 FETCH_WAIT_MS = 200
-#: Longest the broker holds a fetch request that finds nothing new.
-FETCH_MAX_WAIT_MS = 50
 #: Records fetched per round, in batches: more than a round applies, so that the merge holds
 #: what is waiting and a critical signal in it can be taken ahead (streams.processing.ahead)
 #: rather than sit unseen in the consumer's buffer behind a backlog.
@@ -88,10 +86,9 @@ class SignalFeed:
         #: signals than it writes states for in a flush interval) holds ever more in memory.
         self._max_held_states = max_held_states
         self._kafka = kafka
-        # Read committed records only, as every consumer (streams.kafka.clients): a producer
-        # that aborts is never scored.
         self._fetch_bytes = fetch_bytes_per_partition
-        # Created in start(): aiokafka binds its consumer to the running event loop.
+        # Created in start(), on the running event loop. It reads committed records only, as
+        # every reader of the service: a producer that aborts is never scored.
         self._consumer: Any = None
         #: Partition numbers fed now (every signal topic's partition of that number).
         self.partitions: frozenset[int] = frozenset()
@@ -105,15 +102,7 @@ class SignalFeed:
         self.throttled = 0
 
     async def start(self) -> None:
-        consumer = clients.consumer(
-            self._kafka,
-            purpose="signal-feed",
-            max_partition_fetch_bytes=self._fetch_bytes,
-            # A topic-partition drained by the merge is fetched again only once the fetch in
-            # flight returns; the broker's default long poll (500 ms) would stall the merge that
-            # long each time (measured: stalls of 0.3-1 s draining a backlog).
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        )
+        consumer = SignalReader(self._kafka, partition_bytes=self._fetch_bytes)
         await consumer.start()
         async with self._turn:
             # Only a started consumer is visible: own() may run while this one starts.
@@ -184,14 +173,11 @@ class SignalFeed:
             consumer = self._consumer
             if consumer is None:
                 return  # stopped (see stop): what it held is written
-            try:
-                fetched = await consumer.getmany(
-                    timeout_ms=self._fetch_wait_ms(), max_records=FETCH_BATCHES * self._batch_max
-                )
-            except KafkaError as exc:
-                log.warning("Fetching signals failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
+            # Failures the reader cannot wait out (it retries broker outages itself) raise here
+            # and stop the worker.
+            fetched = await consumer.getmany(
+                timeout_ms=self._fetch_wait_ms(), max_records=FETCH_BATCHES * self._batch_max
+            )
             async with self._turn:
                 if self._consumer is None:
                     return  # stopped while fetching
@@ -263,7 +249,7 @@ class SignalFeed:
         end = consumer.last_stable_offset(tp)
         if end is None or end < 0:
             end = consumer.highwater(tp)
-        position = fetch_position(consumer, tp)
+        position = consumer.position(tp)
         return end is not None and position is not None and position >= end
 
     def lag(self) -> dict[TopicPartition, int]:

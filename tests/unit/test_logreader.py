@@ -17,10 +17,10 @@ from aiokafka.record.util import calc_crc32c
 from streams.kafka.logreader import (
     Batches,
     LogReadFailed,
-    _batches,
     _Partition,
     _report_failing,
     _take,
+    data_batches,
     records_of,
 )
 
@@ -134,27 +134,27 @@ def test_records_of_a_range_inside_one_batch() -> None:
     assert contents(chunk) == [(103, b"k103", b"v103"), (104, b"k104", b"v104")]
 
 
-# --- _batches -----------------------------------------------------------------------------
+# --- data_batches -----------------------------------------------------------------------------
 
 
 def test_batches_skip_those_before_the_position_and_crosses_compaction_gaps() -> None:
     answer = b"".join(compacted_log())
-    kept, next_offset = _batches(TOPIC, 0, MemoryRecords(answer), 5, [])
+    kept, next_offset = data_batches(TOPIC, 0, MemoryRecords(answer), 5, [])
     assert base_offsets(kept) == [5, 10]
     assert next_offset == 14  # the last batch's next offset, not 5 + the 7 records read
 
     # A batch the position falls inside is kept (records_of drops its earlier records).
-    kept, next_offset = _batches(TOPIC, 0, MemoryRecords(answer), 6, [])
+    kept, next_offset = data_batches(TOPIC, 0, MemoryRecords(answer), 6, [])
     assert base_offsets(kept) == [5, 10]
     assert next_offset == 14
     assert [r.offset for r in records_of(Batches(0, kept, 6, 14, 14))] == [6, 7, 10, 11, 13]
 
 
 def test_batches_of_an_answer_wholly_before_the_position_move_nothing() -> None:
-    kept, next_offset = _batches(TOPIC, 0, MemoryRecords(b"".join(compacted_log())), 14, [])
+    kept, next_offset = data_batches(TOPIC, 0, MemoryRecords(b"".join(compacted_log())), 14, [])
     assert kept == []
     assert next_offset == 14
-    assert _batches(TOPIC, 0, MemoryRecords(b""), 7, []) == ([], 7)
+    assert data_batches(TOPIC, 0, MemoryRecords(b""), 7, []) == ([], 7)
 
 
 def transactions() -> list[bytes]:
@@ -172,7 +172,7 @@ def transactions() -> list[bytes]:
 
 
 def test_batches_leave_out_aborted_transactions_and_control_batches() -> None:
-    kept, next_offset = _batches(TOPIC, 0, MemoryRecords(b"".join(transactions())), 0, [(7, 3)])
+    kept, next_offset = data_batches(TOPIC, 0, MemoryRecords(b"".join(transactions())), 0, [(7, 3)])
     assert base_offsets(kept) == [0, 5, 9]
     assert [b.producer_id for b in kept] == [7, 8, 7]
     assert next_offset == 12  # the last batch is a control batch: the offset moves past it
@@ -180,20 +180,20 @@ def test_batches_leave_out_aborted_transactions_and_control_batches() -> None:
 
 
 def test_batches_leave_out_a_transaction_aborted_before_the_position() -> None:
-    kept, next_offset = _batches(TOPIC, 0, MemoryRecords(b"".join(transactions())), 7, [(7, 3)])
+    kept, next_offset = data_batches(TOPIC, 0, MemoryRecords(b"".join(transactions())), 7, [(7, 3)])
     assert base_offsets(kept) == [9]
     assert next_offset == 12
 
 
 def test_batches_keep_every_transaction_when_none_was_aborted() -> None:
-    kept, next_offset = _batches(TOPIC, 0, MemoryRecords(b"".join(transactions())), 0, [])
+    kept, next_offset = data_batches(TOPIC, 0, MemoryRecords(b"".join(transactions())), 0, [])
     assert base_offsets(kept) == [0, 3, 5, 7, 9]
     assert next_offset == 12
 
 
 def test_batches_of_an_answer_of_control_batches_only_move_the_offset() -> None:
     answer = marker(20, 7, ABORT) + marker(21, 8, COMMIT)
-    assert _batches(TOPIC, 0, MemoryRecords(answer), 20, []) == ([], 22)
+    assert data_batches(TOPIC, 0, MemoryRecords(answer), 20, []) == ([], 22)
 
 
 def test_a_batch_altered_after_it_was_written_fails_the_read() -> None:
@@ -202,7 +202,7 @@ def test_a_batch_altered_after_it_was_written_fails_the_read() -> None:
     corrupt[-3] ^= 0x01  # inside the last record's value
     assert parsed(bytes(corrupt))[0].validate_crc() is False
     with pytest.raises(LogReadFailed, match=r"trust\.changelog\[3\].*offset 40.*CRC"):
-        _batches(TOPIC, 3, MemoryRecords(good + bytes(corrupt)), 30, [])
+        data_batches(TOPIC, 3, MemoryRecords(good + bytes(corrupt)), 30, [])
 
 
 # --- _take --------------------------------------------------------------------------------
