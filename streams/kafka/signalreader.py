@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 50
 #: Most bytes one fetch response may carry, over all its topic-partitions.
 FETCH_MAX_BYTES = 64 << 20
-#: Records held here for the feed, beyond which fetching waits until it takes some.
+#: Records held here for the feed (of topic-partitions not paused), beyond which fetching waits
+#: until it takes some.
 HELD_RECORDS = 16_000
 RETRY_BACKOFF_S = 0.1
 
@@ -163,7 +164,7 @@ class SignalReader:
         ``timeout_ms`` for records when none are held. A fetch loop that failed raises here."""
         if self._failure is not None:
             raise self._failure
-        if not self._held_count and timeout_ms > 0:
+        if timeout_ms > 0 and not _takeable(self._held, self._held_count, self._paused):
             self._arrived.clear()
             try:
                 async with asyncio.timeout(timeout_ms / 1000):
@@ -239,7 +240,8 @@ class SignalReader:
                     self._leaders_moved.set()
                     return  # its partitions moved (or were given up)
                 wanted = [tp for tp in mine if tp not in self._paused]
-                if self._held_count >= HELD_RECORDS or not wanted:
+                held = _takeable(self._held, self._held_count, self._paused)
+                if held >= HELD_RECORDS or not wanted:
                     # Woken when the feed takes records or resumes one; looked at again anyway
                     # now and then, so that a wake-up another loop cleared is never waited for.
                     self._changed.clear()
@@ -369,3 +371,12 @@ def _records(topic: str, number: int, batches: list[Any], start: int) -> list[Si
         for r in batch
         if r.offset >= start
     ]
+
+
+def _takeable(held: dict[TopicPartition, _Held], count: int, paused: set[TopicPartition]) -> int:
+    """Of the ``count`` records held, those of topic-partitions not paused: what the feed can
+    be handed now. Only these bound fetching: paused ones are not fetched until resumed, and
+    counting their records could stop fetching what the merge waits for."""
+    if not paused:
+        return count
+    return sum(len(h.records) for tp, h in held.items() if tp not in paused)
