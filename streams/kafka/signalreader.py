@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka import errors as kafka_errors
@@ -38,6 +38,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from streams.kafka import clients
 from streams.kafka.clients import Connectable
 from streams.kafka.logreader import READ_COMMITTED, aborted_transactions, data_batches
+from streams.kafka.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,6 @@ HELD_RECORDS = 16_000
 RETRY_BACKOFF_S = 0.1
 
 
-class SignalRecord(NamedTuple):
-    """What the feed reads of a fetched record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-
-
 class _Held:
     """Records fetched for one topic-partition and not taken yet, and where its fetched log
     ends (past transaction markers): taking them all moves the position there."""
@@ -69,7 +59,7 @@ class _Held:
     __slots__ = ("fetched_to", "records")
 
     def __init__(self) -> None:
-        self.records: list[SignalRecord] = []
+        self.records: list[Record] = []
         self.fetched_to = 0
 
 
@@ -159,7 +149,7 @@ class SignalReader:
 
     async def getmany(
         self, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[SignalRecord]]:
+    ) -> dict[TopicPartition, list[Record]]:
         """What is held (of topic-partitions not paused), at most ``max_records``; waits up to
         ``timeout_ms`` for records when none are held. A fetch loop that failed raises here."""
         if self._failure is not None:
@@ -171,7 +161,7 @@ class SignalReader:
                     await self._arrived.wait()
             except TimeoutError:
                 pass
-        taken: dict[TopicPartition, list[SignalRecord]] = {}
+        taken: dict[TopicPartition, list[Record]] = {}
         room = max_records
         for tp in list(self._held):
             if tp in self._paused:
@@ -363,10 +353,10 @@ def _restart_at(
     raise error(f"{tp.topic}[{tp.partition}] cannot be read from offset {start}")
 
 
-def _records(topic: str, number: int, batches: list[Any], start: int) -> list[SignalRecord]:
+def _records(topic: str, number: int, batches: list[Any], start: int) -> list[Record]:
     """The records of ``batches`` from ``start`` on (a batch may begin before it)."""
     return [
-        SignalRecord(topic, number, r.offset, r.key, r.value, r.timestamp)
+        Record(topic, number, r.offset, r.key, r.value, r.timestamp)
         for batch in batches
         for r in batch
         if r.offset >= start

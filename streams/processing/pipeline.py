@@ -18,9 +18,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from streams.kafka.delivery import Delivery
+from streams.kafka.records import Record
 from streams.kafka.topics import TopicNames
 from streams.processing.ahead import Ahead
 from streams.processing.durability import Durability, Outbox
@@ -53,19 +54,6 @@ def by_partition(
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class Record(NamedTuple):
-    """One consumed record, whichever consumer read it (aiokafka's ConsumerRecord has the same
-    attributes, so the signal feed passes its records as they are)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    #: The record's timestamp in milliseconds.
-    timestamp: int
 
 
 def record_of(event: Any) -> Record:

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from streams.kafka.records import Record
 from streams.processing.closing import PartitionClock, stored_clock
-from streams.processing.pipeline import Record
 from streams.processing.progress import SignalProgress
 from streams.state.store import SIGNAL_POSITIONS_KEY
 
