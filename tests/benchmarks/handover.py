@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 
@@ -25,18 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 FETCH_MAX_WAIT_MS = 10
 
 
-async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    """Where each partition of ``topic`` ends now: records after these are yet to come."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-    finally:
-        await consumer.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
-
-
-def watch_from_end(
+def watch(
     bootstrap: str,
     topic: str,
     partitions: int,
@@ -44,22 +33,9 @@ def watch_from_end(
     seconds: float,
     conn: Connection,
 ) -> None:
-    """In a process of its own: :func:`watch` from where ``topic`` ends now."""
-    starts = asyncio.run(end_offsets(bootstrap, topic, partitions))
-    watch(bootstrap, topic, starts, keys, seconds, conn)
-
-
-def watch(
-    bootstrap: str,
-    topic: str,
-    starts: Mapping[int, int],
-    keys: Sequence[bytes],
-    seconds: float,
-    conn: Connection,
-) -> None:
-    """Read ``topic`` from ``starts`` until every key in ``keys`` has arrived or ``seconds``
-    have passed; send "ready" once reading, then {key: ms after the record's timestamp that it
-    arrived here} for the first record of each key."""
+    """In a process of its own: read ``topic`` from where it ends now until every key in
+    ``keys`` has arrived or ``seconds`` have passed; send "ready" once placed there, then
+    {key: ms after the record's timestamp that it arrived here} for the first record of each."""
 
     async def run() -> dict[bytes, float]:
         consumer = AIOKafkaConsumer(
@@ -70,9 +46,11 @@ def watch(
         )
         await consumer.start()
         try:
-            consumer.assign([TopicPartition(topic, p) for p in starts])
-            for partition, offset in starts.items():
-                consumer.seek(TopicPartition(topic, partition), offset)
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)  # the end as of now, before any probe is sent
             wanted = set(keys)
             delays: dict[bytes, float] = {}
             deadline = time.monotonic() + seconds
@@ -101,7 +79,7 @@ class HandoverWatch:
         context = get_context("spawn")
         self._conn, self._child = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=watch_from_end,
+            target=watch,
             args=(bootstrap, topic, partitions, list(keys), seconds, self._child),
             daemon=True,
         )
