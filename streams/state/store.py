@@ -162,6 +162,7 @@ class StateStore:
     # -- the cache and the stage ---------------------------------------------------------------
 
     def remember(self, partition: int, key: bytes, state: AgentState) -> None:
+        """Keep a state decoded once it is written (until then the stage holds it)."""
         self._cache.put((partition, key), state)
 
     @property
@@ -174,9 +175,10 @@ class StateStore:
         return sum(map(len, self._staged.values())) + sum(map(len, self._persisting.values()))
 
     def stage(self, partition: int, key: bytes, state: AgentState) -> None:
-        """Record a changed state, to be written by the next persist."""
+        """Record a changed state, to be written by the next persist. It goes into the cache
+        when written: an active agent is staged at every batch, and charging the cache its size
+        each time cost 8% of the worker at half load."""
         self._staged.setdefault(partition, {})[key] = state
-        self.remember(partition, key, state)
 
     def stage_last(self, partition: int, key: bytes, value: bytes) -> None:
         """Record a raw entry to be written after the partition's staged states (a partition's
@@ -232,6 +234,7 @@ class StateStore:
             state = self._staged.get(partition, {}).pop(key, None)
             if state is not None:
                 by_partition.setdefault(partition, []).append((key, encode_state(state)))
+                self.remember(partition, key, state)
         for partition, items in by_partition.items():
             await self.write(partition, items)
 
@@ -266,6 +269,7 @@ class StateStore:
             state = taken.pop(key, None)
             if state is not None:
                 items.append((key, encode_state(state)))
+                self.remember(partition, key, state)
         if not taken:
             del self._persisting[partition]
         await self.write(partition, items)
