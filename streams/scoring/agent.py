@@ -1,9 +1,8 @@
 """One agent's scoring state and every transition it goes through.
 
-The worker keeps an :class:`AgentState` per agent in a changelogged table and drives it with three
-calls: :func:`apply_signal` for each signal, :func:`close_windows` when the partition's clock passes
-a window's end plus grace, and :func:`reinstate`. Each returns what must be published, so the
-caller only moves bytes.
+The worker keeps an :class:`AgentState` per agent and drives it with :func:`apply_signal` for each
+signal, :func:`close_windows` when the partition's clock passes a window's end plus grace, and
+:func:`reinstate`. Each returns what must be published, so the caller only moves bytes.
 
 Exactly-once effect on top of at-least-once delivery: the state remembers, per signal topic, the
 offset of the last signal it applied (every topic an agent's signals arrive on has the agent on the
@@ -286,14 +285,15 @@ def apply_signal(
         del explained[0]
 
     window_start = windows.start_of(event_ms)
-    if windows.is_closed(window_start, stream_time_ms):
-        # Late: stream time had passed its window's end plus grace, so that window was (or is
-        # being) reported. Applied all the same, and owed to the window open at stream time,
-        # whose update counts it in late_signals.
-        tally = state.open_windows.setdefault(windows.start_of(stream_time_ms), WindowTally())
+    # Late (stream time had passed its window's end plus grace): applied all the same, and
+    # counted by the window open at stream time. Only a window's first signal builds its tally.
+    late = windows.is_closed(window_start, stream_time_ms)
+    start = windows.start_of(stream_time_ms) if late else window_start
+    tally = open_windows.get(start) or open_windows.setdefault(start, WindowTally())
+    if late:
         tally.late += 1
     else:
-        state.open_windows.setdefault(window_start, WindowTally()).counts[d] += 1
+        tally.counts[d] += 1
 
     if value < CRITICAL_SIGNAL_VALUE:
         in_force = config if config_at is None else config_at(event_ms)
