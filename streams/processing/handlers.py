@@ -238,6 +238,7 @@ class RecordHandlers:
         earlier = (
             self.republishing.before_change(partition, key, state, outbox) if changes else None
         )
+        windows_open = len(state.open_windows)
         outcome = apply_signal(
             signal.agent_did,
             state,
@@ -266,7 +267,10 @@ class RecordHandlers:
             if self.observe_latency is not None:
                 self.observe_latency(max(0.0, time.time() - message.timestamp / 1000))
             states.mark_dirty(key)
-            schedule.track(key, state)
+            # An ordinary signal only ever adds a window (closing is a critical signal's, or the
+            # closing turns'): the schedule needs to hear only of the one in a hundred that does.
+            if changes or len(state.open_windows) != windows_open:
+                schedule.track(key, state)
             if outcome.revocation is not None:
                 self.publish.revocation(
                     signal.agent_did, key, outcome.revocation, message.partition, outbox
