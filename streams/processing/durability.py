@@ -217,7 +217,7 @@ class Durability:
         async with self._checkpointing:
             async with self._turn:
                 self.check()
-                agents, last = self.store.begin_persist()
+                agents = self.store.begin_persist()
             for partition, keys in agents:
                 for start in range(0, len(keys), CHECKPOINT_SLICE):
                     async with self._turn:
@@ -230,5 +230,5 @@ class Durability:
             await self.store.confirm()
             async with self._turn:
                 self.check()
-                await self.store.write_entries(last)
+                await self.store.write_taken_entries()
             await self.store.confirm()

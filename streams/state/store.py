@@ -71,6 +71,8 @@ class StateStore:
         # Changed since the last persist, per partition; the cache may evict, the stage may not.
         self._staged: dict[int, dict[bytes, AgentState]] = {}
         self._staged_last: dict[int, dict[bytes, bytes]] = {}
+        # The raw entries the persist under way took, to be written after its states.
+        self._taken_last: dict[int, dict[bytes, bytes]] = {}
         # Taken from the stage by a persist that writes them a slice at a time; read like the
         # stage until written.
         self._persisting: dict[int, dict[bytes, AgentState]] = {}
@@ -188,17 +190,13 @@ class StateStore:
     def is_held(self, partition: int, key: bytes) -> bool:
         """The agent's state is staged, being written or not yet confirmed by the changelog:
         newer than what RocksDB holds."""
-        return (
-            key in self._staged.get(partition, ())
-            or key in self._persisting.get(partition, ())
-            or self.changelog.pending(partition, key)[0]
-        )
+        held = key in self._staged.get(partition, ()) or key in self._persisting.get(partition, ())
+        return held or self.changelog.pending(partition, key)[0]
 
     def held_keys(self, partition: int) -> set[bytes]:
         """Every key :meth:`is_held` is true of (reserved keys included): RocksDB may not have
         them yet, so a reader going through the database in key order needs them too."""
-        keys = set(self._staged.get(partition, ()))
-        keys.update(self._persisting.get(partition, ()))
+        keys = {*self._staged.get(partition, ()), *self._persisting.get(partition, ())}
         keys.update(key for key, _ in self.changelog.pending_items(partition))
         return keys
 
@@ -216,7 +214,7 @@ class StateStore:
         everything after a failed batch (its half-applied changes must never be written).
         """
         self._cache.drop_partitions(partitions)
-        for held in (self._staged, self._staged_last, self._persisting):
+        for held in (self._staged, self._staged_last, self._taken_last, self._persisting):
             for partition in list(held) if partitions is None else partitions:
                 held.pop(partition, None)
         if partitions is not None:
@@ -243,21 +241,22 @@ class StateStore:
         for partition, entries in list(self._staged_last.items()):
             value = entries.pop(key, None)
             if value is not None:
+                self._taken_last.get(partition, {}).pop(key, None)  # older: never written now
                 await self.write(partition, [(key, value)])
 
-    def begin_persist(self) -> tuple[list[tuple[int, list[bytes]]], dict[int, dict[bytes, bytes]]]:
+    def begin_persist(self) -> list[tuple[int, list[bytes]]]:
         """Take everything staged so far, to be written a slice at a time: the agents to write
-        ((partition, keys) per partition) and the raw entries to write after them.
+        ((partition, keys) per partition), then the raw entries (:meth:`write_taken_entries`).
 
         States staged from now on go to a fresh stage; the taken ones stay readable until
         written (:meth:`write_persisting`), and a taken state changed again meanwhile is simply
         staged again.
         """
         staged, self._staged = self._staged, {}
-        last, self._staged_last = self._staged_last, {}
+        self._taken_last, self._staged_last = self._staged_last, {}
         for partition, states in staged.items():
             self._persisting.setdefault(partition, {}).update(states)
-        return [(p, list(states)) for p, states in staged.items()], last
+        return [(p, list(states)) for p, states in staged.items()]
 
     async def write_persisting(self, partition: int, keys: Sequence[bytes]) -> None:
         """Write these taken states (those still taken: a forgotten partition has none)."""
@@ -274,8 +273,11 @@ class StateStore:
             del self._persisting[partition]
         await self.write(partition, items)
 
-    async def write_entries(self, entries: dict[int, dict[bytes, bytes]]) -> None:
-        for partition, items in entries.items():
+    async def write_taken_entries(self) -> None:
+        """What :meth:`begin_persist` took but :meth:`persist_entries` has written since: an
+        older clock landing last would say the last tick's closes were confirmed too early."""
+        taken, self._taken_last = self._taken_last, {}
+        for partition, items in taken.items():
             await self.write(partition, list(items.items()))
 
     async def write(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:

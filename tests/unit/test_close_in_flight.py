@@ -435,3 +435,43 @@ async def test_a_reinstatement_never_confirmed_goes_out_before_a_newer_revocatio
     second.store.databases.close()
     kinds = [kind for kind, _ in _kinds(survivor)]
     assert kinds[kinds.index("reinstated") :] == ["reinstated", "revoked"], kinds
+
+
+async def test_a_checkpoint_under_way_never_stores_its_clock_over_a_newer_ticks(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint takes the partition clock staged when it begins and writes it after its
+    states. A tick applied meanwhile stores its own clock, naming itself the last tick (whose
+    closes a take-over re-publishes), before it closes windows. Were the checkpoint's older
+    clock stored after that one, a worker dying before those closes' updates are confirmed
+    would leave a clock saying the last tick's closes were all confirmed, and the updates would
+    never be published."""
+    directory = tmp_path / "worker"
+    dying = Holding(held={NAMES.scores})
+    first = _pipeline(directory, dying)
+    await first.process_batch([TICK])  # nothing due yet: its clock is staged for the next write
+    await first.process_records(ONE_WINDOW)
+    gate, waiting = asyncio.Event(), asyncio.Event()
+
+    async def held_between_slices() -> None:
+        waiting.set()
+        await gate.wait()
+
+    first.store.changelog_room = held_between_slices  # type: ignore[method-assign]
+    checkpoint = asyncio.ensure_future(first.make_durable())
+    await _until(waiting.is_set, "the checkpoint's states sent")
+    next_tick = FakeEvent(FakeMessage(NAMES.ticks, 0, 1, None, encode_tick(NOW_MS), NOW_MS / 1000))
+    ticking = asyncio.ensure_future(first.process_batch([next_tick]))
+    await _until(lambda: dying.held, "the closed window's update sent")
+    gate.set()
+    await asyncio.wait_for(checkpoint, 5)
+    # The worker dies, the update unconfirmed and the tick uncommitted.
+    ticking.cancel()
+    await asyncio.gather(ticking, return_exceptions=True)
+    first.store.databases.close()
+
+    survivor = FakeProducer()
+    second = _pipeline(directory, survivor)
+    await second.process_batch([next_tick])  # redelivered
+    second.store.databases.close()
+    assert _windows_published(dying, survivor) == {iso_utc(T0)}
