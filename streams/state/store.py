@@ -274,8 +274,8 @@ class StateStore:
         await self.write(partition, items)
 
     async def write_taken_entries(self) -> None:
-        """What :meth:`begin_persist` took but :meth:`persist_entries` has written since: an
-        older clock landing last would say the last tick's closes were confirmed too early."""
+        """The raw entries :meth:`begin_persist` took, less any :meth:`persist_entries` wrote
+        since: an older clock landing after a newer one would confirm a tick's closes early."""
         taken, self._taken_last = self._taken_last, {}
         for partition, items in taken.items():
             await self.write(partition, list(items.items()))
